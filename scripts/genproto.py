@@ -84,7 +84,12 @@ def generate_python() -> None:
         work = Path(tmp)
         out = work / "out"
         out.mkdir()
-        flags = [f"--{kind}_out={out}" for kind in ("python", "mypy", "grpc_python", "mypy_grpc")]
+        flags = [
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            f"--mypy_out=quiet:{out}",
+            f"--mypy_grpc_out=quiet:{out}",
+        ]
         _protoc(REPO, work, *flags, VALIDATE)
         shutil.rmtree(API, ignore_errors=True)
         for src in sorted(out.rglob("*.py*")):

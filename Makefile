@@ -1,0 +1,56 @@
+# Every target installs what it needs first (scripts/bootstrap is a no-op when up to date).
+SHELL := /bin/bash
+VENV := .venv/bin
+BUF := node_modules/.bin/buf
+BASE_PORT ?= 18000
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up down status proto proto-check lint fmt typecheck buf test test-e2e check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## install Python and npm dependencies into .venv and node_modules
+	@scripts/bootstrap
+
+up: setup ## start the whole local mesh (Ctrl-C stops it); BASE_PORT=18000
+	$(VENV)/switchboard up --base-port $(BASE_PORT)
+
+down: setup ## stop the mesh started by `make up`
+	$(VENV)/switchboard down --base-port $(BASE_PORT)
+
+status: setup ## show each process of the mesh and its health
+	$(VENV)/switchboard status --base-port $(BASE_PORT)
+
+proto: setup ## regenerate services/api from proto/
+	$(VENV)/python scripts/genproto.py python
+	$(VENV)/ruff format --quiet --exclude '' services/api >/dev/null 2>&1 || true
+
+proto-check: setup ## fail if services/api differs from what proto/ generates
+	@scripts/check-generated
+
+lint: setup ## ruff lint and format check
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+
+fmt: setup ## apply ruff format and fixes
+	$(VENV)/ruff format .
+	$(VENV)/ruff check --fix .
+
+typecheck: setup ## mypy --strict over the code and the tests
+	$(VENV)/mypy -p switchboard -p tests
+
+buf: setup ## buf lint, format and breaking (against the main branch)
+	@scripts/buf-check
+
+test: setup ## every test: unit, integration and end-to-end through Envoy
+	$(VENV)/pytest
+
+test-e2e: setup ## only the end-to-end tests against a fresh local mesh
+	$(VENV)/pytest tests/e2e
+
+check: lint typecheck buf proto-check test ## everything CI runs
+
+clean: ## remove state folders and caches (keeps .venv and node_modules)
+	rm -rf .switchboard .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pieces every Switchboard service shares: errors, validation, telemetry, gRPC serving."""

