@@ -82,7 +82,9 @@ async def _run(specs: list[stack.ProcessSpec], state_dir: Path, ports: Ports, li
     title = f"switchboard (public http://127.0.0.1:{ports.public}, grpc 127.0.0.1:{ports.grpc})"
     if not live:
         printer = ui.LinePrinter()
-        sup = Supervisor(specs, state_dir, ports.base, lambda s: printer.update(s.stack_state, _rows(s)))
+        sup = Supervisor(
+            specs, state_dir, ports.base, lambda s: printer.update(s.stack_state, _rows(s))
+        )
         return await sup.run(stop)
     with Live(ui.table(title, []), console=ui.console(), refresh_per_second=4) as view:
         sup = Supervisor(specs, state_dir, ports.base)
@@ -137,10 +139,10 @@ async def status(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> i
     running = alive(state.get("supervisor_pid"))
     checks = {spec.name: spec.check for spec in stack.build(ports, state_dir, environ)}
     procs = state.get("processes")
-    rows: list[dict[str, object]] = []
+    rows: list[Mapping[str, object]] = []
     healthy = running
-    for name, proc in (procs.items() if isinstance(procs, dict) else ()):
-        row = dict(proc)
+    for name, proc in procs.items() if isinstance(procs, dict) else ():
+        row: dict[str, object] = dict(proc)
         if not alive(row.get("pid")):
             row["state"] = "dead" if running else str(row.get("state"))
             healthy = False

@@ -8,7 +8,8 @@ enter, never by matching message text.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -120,15 +121,18 @@ def internal_status() -> status_pb2.Status:
 
 def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
     """Translates a failed call to a peer into our error, keeping its reason if it has one."""
-    if isinstance(error, grpc.Call):
-        status = rpc_status.from_call(error)
-        if status is not None:
-            return SwitchboardError.from_status(status)
-        code = error.code()
-        return SwitchboardError(
-            error.details() or code.name, reason=f"UPSTREAM_{code.name}", code=code
-        )
-    return SwitchboardError(str(error), reason="UPSTREAM_UNKNOWN", code=grpc.StatusCode.UNKNOWN)
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    pairs = cast(Iterable[tuple[str, str | bytes]], trailers or ())
+    for key, value in pairs:
+        if key == _DETAILS_KEY and isinstance(value, bytes):
+            return SwitchboardError.from_status(status_pb2.Status.FromString(value))
+    details = error.details() if hasattr(error, "details") else None
+    return SwitchboardError(details or code.name, reason=f"UPSTREAM_{code.name}", code=code)
+
+
+# Where gRPC carries the rich google.rpc.Status; sync calls and aio errors alike.
+_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def to_rpc_status(status: status_pb2.Status) -> grpc.Status:

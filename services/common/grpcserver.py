@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.rpc import status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from . import telemetry
@@ -22,6 +23,9 @@ from .errors import SwitchboardError, internal_status, to_rpc_status
 log = logging.getLogger(__name__)
 
 Behavior = Callable[..., Any]
+if TYPE_CHECKING:  # generic only in the stubs, not at run time
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
 
 
 def _failure(method: str, exc: BaseException) -> status_pb2.Status:
@@ -32,16 +36,16 @@ def _failure(method: str, exc: BaseException) -> status_pb2.Status:
     return internal_status()
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(details)
         if handler is None:
             return handler
-        method = cast(str, details.method)
+        method = details.method
         headers = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
         if handler.unary_unary or handler.stream_unary:
             kind = "unary_unary" if handler.unary_unary else "stream_unary"
@@ -49,21 +53,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         else:
             kind = "unary_stream" if handler.unary_stream else "stream_stream"
             wrapped = _wrap_stream(getattr(handler, kind), method, headers)
-        return handler._replace(**{kind: wrapped})
+        # RpcMethodHandler is a namedtuple at run time; the stubs do not say so.
+        return cast("Handler", handler._replace(**{kind: wrapped}))  # type: ignore[attr-defined]
 
 
-async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
-    status = _failure(method, exc)
-    telemetry.GRPC_REQUESTS.labels(method, grpc.StatusCode(_code(status)).name).inc()
-    await context.abort_with_status(to_rpc_status(status))
-
-
-def _code(status: status_pb2.Status) -> tuple[int, str]:
-    return next(c.value for c in grpc.StatusCode if c.value[0] == status.code)
+async def _abort(context: Context, method: str, exc: BaseException) -> None:
+    rich = to_rpc_status(_failure(method, exc))
+    telemetry.GRPC_REQUESTS.labels(method, rich.code.name).inc()
+    await context.abort(rich.code, rich.details, rich.trailing_metadata)
 
 
 def _wrap_unary(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: Context) -> Any:
         with telemetry.incoming_span(method, headers), telemetry.timed(method):
             try:
                 response = await behavior(request, context)
@@ -78,7 +79,7 @@ def _wrap_unary(behavior: Behavior, method: str, headers: dict[str, str]) -> Beh
 
 
 def _wrap_stream(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         with telemetry.incoming_span(method, headers), telemetry.timed(method):
             try:
                 async for item in behavior(request, context):
@@ -98,7 +99,7 @@ def build_server(
     services: Sequence[str],
     *,
     reflected: Sequence[str] = (),
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, HealthServicer]:
     """A server with our interceptor, the standard health service and reflection.
 
     `services` are the full names this server implements (marked SERVING in health once
@@ -107,7 +108,7 @@ def build_server(
     server = grpc.aio.server(interceptors=[ServiceInterceptor()])
     for add in register:
         add(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*services, *reflected, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
@@ -117,7 +118,7 @@ def build_server(
 
 
 async def set_serving(
-    health_servicer: health.aio.HealthServicer, services: Sequence[str], serving: bool
+    health_servicer: HealthServicer, services: Sequence[str], serving: bool
 ) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING

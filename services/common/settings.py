@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,26 +26,26 @@ class Env:
         self.environ = environ
         self.prefix = prefix
 
-    def str(self, name: str, default: str) -> str:
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str:
         return self.environ.get(f"{self.prefix}_{name}", default)
 
-    def int(self, name: str, default: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int) -> builtins.int:
         raw = self.environ.get(f"{self.prefix}_{name}")
         if raw is None or raw == "":
             return default
         try:
-            return int(raw)
+            return builtins.int(raw)
         except ValueError:
             raise ValueError(f"{self.prefix}_{name} must be an integer, got {raw!r}") from None
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
         raw = self.environ.get(f"{self.prefix}_{name}")
         if raw is None or raw == "":
             return default
         try:
-            return float(raw)
+            return builtins.float(raw)
         except ValueError:
             raise ValueError(f"{self.prefix}_{name} must be a number, got {raw!r}") from None
 
-    def secret(self, name: str) -> Secret:
+    def secret(self, name: builtins.str) -> Secret:
         return Secret(self.environ.get(f"{self.prefix}_{name}", ""))

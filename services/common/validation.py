@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import protovalidate
 from google.protobuf import any_pb2, message
 from google.rpc import error_details_pb2
-
-import protovalidate
 
 from .errors import InvalidArgument
 
@@ -21,7 +20,7 @@ def validate(msg: message.Message) -> None:
     for v in violations:
         path = ".".join(
             e.field_name + ("" if e.subscript is None else f"[{e.subscript.value!r}]")
-            for e in v.proto.field.elements
+            for e in (v.proto.field.elements if v.proto.field else ())
         )
         bad.field_violations.add(field=path, description=v.proto.message, reason=v.proto.rule_id)
     detail = any_pb2.Any()

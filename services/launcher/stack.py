@@ -41,7 +41,8 @@ def _python(module: str) -> Callable[[], list[str]]:
 
 def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[ProcessSpec]:
     """Every process in start order; `needs` names what must be ready first."""
-    base_env = {**environ, "PYTHONUNBUFFERED": "1"}
+    # SWITCHBOARD_STACK marks every process (and what it spawns) as this stack's.
+    base_env = {**environ, "PYTHONUNBUFFERED": "1", "SWITCHBOARD_STACK": str(state_dir)}
     loopback = "127.0.0.1"
     grpc_front = f"{loopback}:{ports.grpc}"
     temporal = f"{loopback}:{ports.temporal}"

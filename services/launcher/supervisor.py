@@ -65,6 +65,7 @@ class Supervisor:
         self._ready = {s.name: asyncio.Event() for s in specs}
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._failed = asyncio.Event()
+        self._watchers: set[asyncio.Task[None]] = set()
         self.logs = state_dir / "logs"
 
     def _changed(self) -> None:
@@ -120,7 +121,7 @@ class Supervisor:
         self._children[spec.name] = child
         proc.pid = child.pid
         self._changed()
-        asyncio.create_task(self._watch_exit(spec.name, child))
+        self._watchers.add(asyncio.create_task(self._watch_exit(spec.name, child)))
         await self._await_ready(spec, proc, child)
 
     async def _await_ready(
@@ -174,7 +175,7 @@ class Supervisor:
                 await child.wait()
         # Whatever the child left in its group (stubs, helpers) must not outlive it.
         kill_group(child.pid, signal.SIGKILL)
-        if proc.state != "exited":
+        if proc.state not in ("exited", "failed"):
             proc.state = "stopped"
         proc.exit_code = child.returncode
         self._changed()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -23,7 +23,7 @@ _STYLE = {
 }
 
 
-def table(title: str, rows: list[Mapping[str, object]], now: float | None = None) -> Table:
+def table(title: str, rows: Sequence[Mapping[str, object]], now: float | None = None) -> Table:
     now = time.time() if now is None else now
     out = Table(title=title, title_justify="left")
     for column in ("process", "state", "pid", "ports", "up", "log / detail"):
@@ -50,7 +50,7 @@ class LinePrinter:
     def __init__(self) -> None:
         self.seen: dict[str, str] = {}
 
-    def update(self, stack_state: str, rows: list[Mapping[str, object]]) -> None:
+    def update(self, stack_state: str, rows: Sequence[Mapping[str, object]]) -> None:
         for row in [{"name": "stack", "state": stack_state}, *rows]:
             name, state = str(row["name"]), str(row.get("state"))
             if self.seen.get(name) != state:
@@ -61,4 +61,5 @@ class LinePrinter:
 
 
 def console() -> Console:
-    return Console()
+    # Off a terminal (pipes, CI) rich would wrap at 80 columns and split rows.
+    return Console() if sys.stdout.isatty() else Console(width=200)

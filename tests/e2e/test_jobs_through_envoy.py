@@ -1,0 +1,124 @@
+"""The walking skeleton, end to end through Envoy: REST → planner → Temporal → worker →
+inference (bidi) → Triton (decoupled) → Valkey → WatchJob → SSE."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from .conftest import API_KEY, Mesh
+
+pytestmark = pytest.mark.e2e
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+PROMPT = "switchboard streams every token"
+
+
+def _streamer_text(prompt: str, max_tokens: int) -> str:
+    """The test-streamer model's documented output: the prompt's words, cycled."""
+    words = prompt.split()
+    count = min(max_tokens, 2 * len(words)) if max_tokens else 2 * len(words)
+    return "".join(words[i % len(words)] + " " for i in range(count))
+
+
+def _create(client: httpx.Client, prompt: str, max_tokens: int = 0, **headers: str) -> str:
+    body = {
+        "pipeline": "generate",
+        "input": {
+            "generate": {
+                "model": "test-streamer",
+                "prompt": prompt,
+                "params": {"maxTokens": max_tokens},
+            }
+        },
+    }
+    reply = client.post("/v1/jobs", json=body, headers={**AUTH, **headers})
+    assert reply.status_code == 202, reply.text
+    job = reply.json()
+    assert reply.headers["location"] == f"/v1/{job['name']}"
+    assert job["state"] == "QUEUED"
+    return str(job["name"]).removeprefix("jobs/")
+
+
+def _events(
+    client: httpx.Client, job_id: str, last_event_id: str | None = None
+) -> list[dict[str, Any]]:
+    headers = dict(AUTH)
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    events = []
+    with connect_sse(client, "GET", f"/v1/jobs/{job_id}/events", headers=headers) as source:
+        assert source.response.status_code == 200
+        for sse in source.iter_sse():
+            events.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
+    return events
+
+
+def test_generate_job_streams_tokens_and_succeeds(mesh: Mesh) -> None:
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        job_id = _create(client, PROMPT)
+        events = _events(client, job_id)
+
+        states = [
+            e["data"]["stateChanged"]["state"] for e in events if e["event"] == "state_changed"
+        ]
+        assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
+        tokens = "".join(e["data"]["token"]["text"] for e in events if e["event"] == "token")
+        assert tokens == _streamer_text(PROMPT, 0)
+        assert all(e["id"] for e in events), "every event carries an id for resume"
+
+        job = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+        assert job["state"] == "SUCCEEDED"
+        assert job["result"]["generate"]["text"] == tokens
+        result = client.get(f"/v1/jobs/{job_id}/result", headers=AUTH)
+        assert result.status_code == 200
+        assert result.json()["generate"]["finishReason"] == "FINISH_REASON_STOP"
+
+
+def test_events_resume_after_last_event_id(mesh: Mesh) -> None:
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        job_id = _create(client, "resume from the cursor", max_tokens=4)
+        everything = _events(client, job_id)
+        resumed = _events(client, job_id, last_event_id=everything[1]["id"])
+        assert [e["id"] for e in resumed] == [e["id"] for e in everything[2:]]
+
+
+def test_another_clients_job_is_not_found(mesh: Mesh) -> None:
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        job_id = _create(client, "private to its client", max_tokens=2)
+        other = client.get(f"/v1/jobs/{job_id}", headers={"Authorization": "Bearer nobody"})
+        assert other.status_code == 401
+        missing = client.get(f"/v1/jobs/j-{secrets.token_hex(8)}", headers=AUTH)
+        assert missing.status_code == 404
+        error = missing.json()["error"]
+        assert error["status"] == "NOT_FOUND"
+        assert error["details"][0]["reason"] == "JOB_NOT_FOUND"
+
+
+def test_bad_request_is_rejected_with_a_stable_reason(mesh: Mesh) -> None:
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        body = {"pipeline": "generate", "input": {"generate": {"model": "test-streamer"}}}
+        reply = client.post("/v1/jobs", json=body, headers=AUTH)
+        assert reply.status_code == 400
+        error = reply.json()["error"]
+        assert error["status"] == "INVALID_ARGUMENT"
+        reasons = [d.get("reason") for d in error["details"]]
+        assert "VALIDATION_FAILED" in reasons
+
+
+def test_trace_context_reaches_the_worker(mesh: Mesh) -> None:
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        job_id = _create(client, "follow the trace", max_tokens=2, traceparent=traceparent)
+        _events(client, job_id)
+    for service in ("edge", "planner", "worker", "inference"):
+        lines = [json.loads(line) for line in mesh.log(service).splitlines() if trace_id in line]
+        assert lines, f"{service} logged nothing with trace {trace_id}"
+    worker_lines = [json.loads(x) for x in mesh.log("worker").splitlines() if trace_id in x]
+    assert any(line.get("job_id") == job_id for line in worker_lines)

@@ -1,0 +1,72 @@
+"""The launcher's promises on a second, separate stack: no collision with the first,
+a killed process shows in `status`, and `down` leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from switchboard.launcher.ports import free_block
+
+from .conftest import Mesh, start_stack, stop_stack
+
+pytestmark = pytest.mark.e2e
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "switchboard.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Every live process whose environment names the stack (the launcher marks them)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text().split()
+        except OSError:
+            continue
+        if f"SWITCHBOARD_STACK={text}".encode() in environ and stat[2] != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_second_stack_status_kill_and_down(mesh: Mesh, tmp_path: Path) -> None:
+    ports = free_block(start=mesh.ports.base + 64)
+    state_dir = tmp_path / "second"
+    up = start_stack(state_dir, ports)
+    try:
+        where = ("--base-port", str(ports.base), "--state-dir", str(state_dir))
+        healthy = _cli("status", *where)
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert mesh.state()["state"] == "ready", "the first stack is untouched"
+
+        state = json.loads((state_dir / "state.json").read_text())
+        victim = state["processes"]["worker"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = _cli("status", *where)
+            if status.returncode != 0 and "dead" in status.stdout:
+                break
+            time.sleep(0.5)
+        assert status.returncode == 1
+        worker_line = next(x for x in status.stdout.splitlines() if "worker" in x)
+        assert "dead" in worker_line
+
+        down = _cli("down", *where)
+        assert down.returncode == 0, down.stderr
+        up.wait(timeout=60)
+        assert _pids_mentioning(str(state_dir)) == []
+    finally:
+        stop_stack(up)
