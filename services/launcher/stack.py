@@ -186,7 +186,7 @@ def _envoy(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec
                 inferences=[ports.inference],
             )
         )
-        return envoy.command(config, base_id=ports.base)
+        return envoy.command(config)
 
     return ProcessSpec(
         "envoy",

@@ -1,0 +1,1 @@
+"""Starts and stops the processes of one Switchboard stack."""
