@@ -1,0 +1,5 @@
+"""`python -m switchboard.edge` runs the edge."""
+
+from .server import main
+
+main()

@@ -1,0 +1,128 @@
+"""The edge's one error translation: a `SwitchboardError` becomes an HTTP answer.
+
+The HTTP status comes from the gRPC code by the standard table (`HTTP_STATUS`), except
+for the few reasons listed in `OVERRIDES`. The body is the Google error shape:
+`{"error": {"code", "status", "message", "details": [Any as JSON with "@type"]}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from starlette.responses import Response
+
+from switchboard.common.errors import (
+    InvalidArgument,
+    NotFound,
+    SwitchboardError,
+    Unauthenticated,
+    from_rpc_error,
+    internal_status,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ApiKeyInvalid(Unauthenticated):
+    reason = "API_KEY_INVALID"
+
+
+class RouteNotFound(NotFound):
+    reason = "ROUTE_NOT_FOUND"
+
+
+class MethodNotAllowed(SwitchboardError):
+    # gRPC has no "wrong verb"; UNIMPLEMENTED is nearest, and OVERRIDES answers 405.
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "METHOD_NOT_ALLOWED"
+
+
+class MalformedRequest(InvalidArgument):
+    """The body or query could not be read into the request message at all."""
+
+    reason = "MALFORMED_REQUEST"
+
+
+HTTP_STATUS: Final[Mapping[grpc.StatusCode, int]] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+# Reasons whose HTTP answer differs from their code's row above: (status, extra headers).
+# Documented API behaviour; keep this table tiny.
+OVERRIDES: Final[Mapping[str, tuple[int, Mapping[str, str]]]] = {
+    # GetJobResult on a running job: the job's state conflicts with the ask, and asking
+    # again later will succeed, which 400 would deny.
+    "JOB_NOT_FINISHED": (409, {"Retry-After": "1"}),
+    "METHOD_NOT_ALLOWED": (405, {}),
+}
+
+
+def http_status(error: SwitchboardError) -> tuple[int, dict[str, str]]:
+    if override := OVERRIDES.get(error.reason):
+        return override[0], dict(override[1])
+    status = HTTP_STATUS.get(error.code, 500)
+    headers = {"WWW-Authenticate": 'Bearer realm="switchboard"'} if status == 401 else {}
+    return status, headers
+
+
+def error_body(error: SwitchboardError) -> dict[str, Any]:
+    status, _ = http_status(error)
+    return {
+        "error": {
+            "code": status,
+            "status": error.code.name,
+            "message": error.message,
+            "details": [_detail(d) for d in error.to_status().details],
+        }
+    }
+
+
+def error_response(error: SwitchboardError, headers: Mapping[str, str] | None = None) -> Response:
+    status, extra = http_status(error)
+    body = json.dumps(error_body(error), separators=(",", ":"), sort_keys=True)
+    return Response(body, status, {**extra, **(headers or {})}, media_type="application/json")
+
+
+def internal_error() -> SwitchboardError:
+    """What a client sees for an unexpected failure; the details go to the log only."""
+    return SwitchboardError.from_status(internal_status())
+
+
+def upstream_error(error: grpc.RpcError) -> SwitchboardError:
+    """The planner's rich status, reason included, as our error."""
+    translated = from_rpc_error(error)
+    if translated.reason.startswith("UPSTREAM_"):
+        # No status from our own code: the transport's text names internal addresses.
+        fields = {"code": translated.code.name, "details": translated.message}
+        log.warning("planner call failed in transport", extra={"fields": fields})
+        translated.message = f"the job service did not answer ({translated.code.name})"
+    return translated
+
+
+def _detail(detail: any_pb2.Any) -> dict[str, Any]:
+    try:
+        return json_format.MessageToDict(detail, preserving_proto_field_name=False)
+    except TypeError:
+        # A detail type this process does not know still says what it is.
+        return {"@type": detail.type_url}
