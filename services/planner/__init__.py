@@ -1,0 +1,1 @@
+"""The planner: JobService over Temporal workflows, with job events kept in Valkey streams."""

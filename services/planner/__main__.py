@@ -1,0 +1,5 @@
+"""Runs the planner's gRPC server (JobService)."""
+
+from switchboard.planner.server import main
+
+main()

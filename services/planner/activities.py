@@ -1,0 +1,189 @@
+"""The worker's activities: `generate` streams one completion from the inference service into
+the job's event log; `publish_event` appends the workflow's state changes to it.
+
+Both find the job from the workflow id (`{client}/{job_id}`), so their inputs are only the
+pipeline input and the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
+from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
+from switchboard.common import telemetry
+from switchboard.common.errors import SwitchboardError, from_rpc_error
+
+from . import ids
+from .events import EventLog, now
+from .workflows import GENERATE, PUBLISH_EVENT
+
+log = logging.getLogger(__name__)
+
+# Inference failures that a retry cannot fix: the job fails at once.
+_FINAL_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+HEARTBEAT_SECONDS = 1.0
+CANCEL_DRAIN_SECONDS = 2.0
+
+# grpc-stubs lacks the end-of-stream sentinel that `read()` returns.
+EOF = grpc.aio.EOF  # type: ignore[attr-defined]
+
+Call = grpc.aio.StreamStreamCall[inference_pb2.GenerateRequest, inference_pb2.GenerateResponse]
+
+
+def application_error(error: SwitchboardError) -> ApplicationError:
+    """An activity failure carrying the stable reason (type) and the gRPC code (detail)."""
+    return ApplicationError(
+        error.message, error.code.name, type=error.reason, non_retryable=error.code in _FINAL_CODES
+    )
+
+
+class Activities:
+    def __init__(
+        self, inference: inference_pb2_grpc.InferenceServiceAsyncStub, events: EventLog
+    ) -> None:
+        self._inference = inference
+        self._events = events
+
+    @activity.defn(name=PUBLISH_EVENT)
+    async def publish_event(self, event: events_pb2.JobEvent) -> str:
+        wid = _enter_job()
+        try:
+            if event.HasField("state_changed"):
+                return await self._events.append_state(wid, event)
+            return await self._events.append(wid, event)
+        except SwitchboardError as e:
+            raise application_error(e) from e
+
+    @activity.defn(name=GENERATE)
+    async def generate(self, request: pipelines_pb2.GenerateInput) -> pipelines_pb2.GenerateOutput:
+        wid = _enter_job()
+        job_id = ids.split_workflow_id(wid)[1]
+        attempt = activity.info().attempt
+        if attempt > 1:
+            await self._events.append(wid, _retrying(job_id, attempt))
+        fields = {"model": request.model, "attempt": attempt}
+        log.info("generation started", extra={"fields": fields})
+        start = inference_pb2.GenerateStart(
+            model=request.model, prompt=request.prompt, params=request.params
+        )
+        call: Call = self._inference.Generate(
+            None, metadata=telemetry.trace_metadata(("x-session-id", job_id))
+        )
+        beat = asyncio.create_task(_heartbeat())
+        try:
+            return await self._stream(
+                call, inference_pb2.GenerateRequest(request_id=job_id, start=start), wid
+            )
+        except grpc.aio.AioRpcError as e:
+            raise application_error(from_rpc_error(e)) from e
+        except SwitchboardError as e:  # the event log's errors (EVENT_LOG_UNAVAILABLE)
+            raise application_error(e) from e
+        finally:
+            beat.cancel()
+
+    async def _stream(
+        self, call: Call, start: inference_pb2.GenerateRequest, wid: str
+    ) -> pipelines_pb2.GenerateOutput:
+        # Reading happens in its own task: cancelling a task blocked in `call.read()` would
+        # cancel the whole call, and the cancel message must still reach the server.
+        collect = asyncio.create_task(self._collect(call, wid, start.request_id))
+        try:
+            await call.write(start)
+            return await asyncio.shield(collect)
+        except asyncio.CancelledError:
+            await _cancel(call, start.request_id, collect)
+            raise
+        finally:
+            call.cancel()
+            await asyncio.gather(collect, return_exceptions=True)
+
+    async def _collect(self, call: Call, wid: str, job_id: str) -> pipelines_pb2.GenerateOutput:
+        """Logs each delta as a token event until the generation is done."""
+        texts: list[str] = []
+        while (response := await call.read()) is not EOF:
+            if not isinstance(response, inference_pb2.GenerateResponse):
+                continue
+            if response.request_id != job_id:
+                continue
+            kind = response.WhichOneof("event")
+            if kind == "delta":
+                texts.append(response.delta.text)
+                await self._events.append(wid, _token(job_id, response.delta))
+                activity.heartbeat(len(texts))
+            elif kind == "done":
+                done = response.done
+                reason = inference_pb2.FinishReason.Name(done.finish_reason)
+                fields = {"tokens": len(texts), "finish_reason": reason}
+                log.info("generation finished", extra={"fields": fields})
+                return pipelines_pb2.GenerateOutput(
+                    text="".join(texts), finish_reason=done.finish_reason, usage=done.usage
+                )
+            elif kind == "error":
+                raise application_error(SwitchboardError.from_status(response.error))
+        raise ApplicationError(
+            "the inference stream ended before the generation finished",
+            grpc.StatusCode.UNAVAILABLE.name,
+            type="INFERENCE_STREAM_ENDED",
+        )
+
+
+def _token(job_id: str, delta: inference_pb2.TokenDelta) -> events_pb2.JobEvent:
+    token = events_pb2.TokenDelta(text=delta.text, index=delta.index)
+    return events_pb2.JobEvent(job=ids.job_name(job_id), create_time=now(), token=token)
+
+
+def _enter_job() -> str:
+    """The running activity's workflow id; also tags this task's logs with the job."""
+    wid = activity.info().workflow_id
+    if wid is None:
+        raise ApplicationError("runs only inside a job workflow", type="NOT_IN_WORKFLOW")
+    client_id, job_id = ids.split_workflow_id(wid)
+    telemetry.client_id_var.set(client_id)
+    telemetry.job_id_var.set(job_id)
+    return wid
+
+
+def _retrying(job_id: str, attempt: int) -> events_pb2.JobEvent:
+    # Tokens restart at index 0 after this event; earlier ones belong to a failed attempt.
+    progress = events_pb2.Progress(
+        stage="generate", message=f"retrying (attempt {attempt}); tokens restart at index 0"
+    )
+    return events_pb2.JobEvent(job=ids.job_name(job_id), create_time=now(), progress=progress)
+
+
+async def _heartbeat() -> None:
+    """Heartbeats even while the model is silent: Temporal delivers cancels on heartbeats."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def _cancel(call: Call, request_id: str, collect: asyncio.Task[object]) -> None:
+    """Tells the inference service to stop this generation; waits briefly until it has."""
+    cancel = inference_pb2.GenerateRequest(
+        request_id=request_id, cancel=inference_pb2.GenerateCancel()
+    )
+    try:
+        await call.write(cancel)
+        await call.done_writing()
+        await asyncio.wait_for(asyncio.shield(collect), CANCEL_DRAIN_SECONDS)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError) as e:
+        log.info("generation cancel not confirmed", extra={"fields": {"error": repr(e)}})
+    except ApplicationError:
+        pass  # the generation ended on its own terms; the job is cancelled all the same
+    log.info("generation cancelled", extra={"fields": {"request_id": request_id}})

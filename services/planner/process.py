@@ -1,0 +1,47 @@
+"""What both planner processes share: a traced Temporal connection and waiting for a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+log = logging.getLogger(__name__)
+
+
+async def connect_temporal(address: str, namespace: str, *, wait_seconds: float = 30.0) -> Client:
+    """Connects, retrying while Temporal starts; the interceptor carries W3C trace context
+    from callers into workflows and activities (a worker built on this client inherits it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:
+        try:
+            return await Client.connect(
+                address, namespace=namespace, interceptors=[TracingInterceptor()]
+            )
+        except RuntimeError as e:
+            if loop.time() >= deadline:
+                raise
+            log.info("temporal not reachable yet", extra={"fields": {"error": str(e)}})
+            await asyncio.sleep(1.0)
+
+
+async def wait_for_stop() -> str:
+    """Returns the name of the first SIGTERM or SIGINT received."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[str] = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _settle, received, sig.name)
+    try:
+        return await received
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _settle(future: asyncio.Future[str], name: str) -> None:
+    if not future.done():
+        future.set_result(name)

@@ -1,0 +1,147 @@
+"""Jobs as Temporal workflows: start, look up, cancel and list them for one client.
+
+Each workflow carries its Job in the `job` memo (set at start, updated by the workflow on
+every transition), so lookups and listings work even when no worker is up; a running job's
+live state comes from the workflow's `snapshot` query.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.common.errors import SwitchboardError
+
+from . import ids
+from .errors import InvalidPageToken, from_temporal
+from .workflows import MEMO_JOB, WORKFLOW, JobWorkflow
+
+log = logging.getLogger(__name__)
+
+Job = jobs_pb2.Job
+LIST_TIMEOUT = timedelta(seconds=10)
+TERMINAL = frozenset({Job.SUCCEEDED, Job.FAILED, Job.CANCELLED})
+
+# A workflow that ended without running to its end (terminated by an operator, timed out).
+_ABORTED = {
+    WorkflowExecutionStatus.CANCELED: Job.CANCELLED,
+    WorkflowExecutionStatus.TERMINATED: Job.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT: Job.FAILED,
+    WorkflowExecutionStatus.FAILED: Job.FAILED,
+}
+
+
+class JobStore:
+    def __init__(
+        self, client: Client, task_queue: str, *, query_timeout: timedelta = timedelta(seconds=2)
+    ) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._query_timeout = query_timeout
+
+    async def start(self, job: Job) -> bool:
+        """Starts the job's workflow; False when the id is taken (by a job Temporal retains)."""
+        client_id, job_id = job.client, ids.job_id_of(job.name)
+        try:
+            await self._client.start_workflow(
+                JobWorkflow.run,
+                job,
+                id=ids.workflow_id(client_id, job_id),
+                task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={MEMO_JOB: job},
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        except RPCError as e:
+            raise from_temporal(e, job_id) from e
+        return True
+
+    async def find(self, client_id: str, job_id: str) -> Job:
+        """The job as last recorded (memo); JobNotFound for unknown ids and other clients."""
+        job, _ = await self.describe(client_id, job_id)
+        return job
+
+    async def describe(self, client_id: str, job_id: str) -> tuple[Job, bool]:
+        """The job as last recorded, and whether its workflow has closed."""
+        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        try:
+            description = await handle.describe()
+        except RPCError as e:
+            raise from_temporal(e, job_id) from e
+        closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
+        return await _recorded(description), closed
+
+    async def get(self, client_id: str, job_id: str) -> Job:
+        """The job as it is now: a running workflow answers the `snapshot` query."""
+        job = await self.find(client_id, job_id)
+        if job.state in TERMINAL:
+            return job
+        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        try:
+            live: Job = await handle.query(JobWorkflow.snapshot, rpc_timeout=self._query_timeout)
+        except (RPCError, WorkflowQueryFailedError) as e:
+            # No worker answered in time: the memo is the state of the last transition.
+            log.info("snapshot query failed", extra={"fields": {"error": repr(e)}})
+            return job
+        return live
+
+    async def cancel(self, client_id: str, job_id: str) -> Job:
+        """Asks the workflow to cancel; a finished job is returned unchanged."""
+        job = await self.find(client_id, job_id)  # the memo: no wait for a worker to answer
+        if job.state in TERMINAL:
+            return job
+        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        try:
+            await handle.cancel()
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise from_temporal(e, job_id) from e
+            return await self.get(client_id, job_id)  # it finished meanwhile
+        job.state = Job.CANCELLING
+        return job
+
+    async def list(
+        self, client_id: str, page_size: int, page_token: bytes | None
+    ) -> tuple[list[Job], bytes]:
+        """One page of the client's jobs (running first, then by start time, newest first)."""
+        prefix = ids.client_prefix(client_id)
+        query = f"WorkflowType = '{WORKFLOW}' AND WorkflowId STARTS_WITH '{prefix}'"
+        pages = self._client.list_workflows(
+            query, page_size=page_size, next_page_token=page_token, rpc_timeout=LIST_TIMEOUT
+        )
+        try:
+            await pages.fetch_next_page()
+        except RPCError as e:
+            if e.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise InvalidPageToken("page_token is not one this service gave out") from e
+            raise from_temporal(e) from e
+        jobs = [await _recorded(execution) for execution in pages.current_page or ()]
+        return jobs, pages.next_page_token or b""
+
+
+async def _recorded(execution: WorkflowExecution) -> Job:
+    try:
+        job: Job = await execution.memo_value(MEMO_JOB, type_hint=Job)
+    except KeyError as e:
+        raise SwitchboardError(f"workflow {execution.id} carries no job") from e
+    if execution.status in _ABORTED and job.state not in TERMINAL:
+        job.state = _ABORTED[execution.status]
+    if job.state == Job.FAILED and not job.HasField("error"):
+        job.error.CopyFrom(
+            SwitchboardError(
+                "the job was stopped outside the service", reason="JOB_ABORTED"
+            ).to_status()
+        )
+    return job

@@ -1,0 +1,93 @@
+"""Composition root of the planner's Temporal worker: `python -m switchboard.planner.worker`.
+
+It runs JobWorkflow and its activities; the activities reach the inference service over one
+gRPC channel for the whole process and the event logs over one Valkey client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from datetime import timedelta
+
+import grpc
+from temporalio.client import Client
+from temporalio.worker import Worker
+from valkey.asyncio import Valkey
+
+from switchboard.api.inference.v1 import inference_pb2_grpc
+from switchboard.common import telemetry
+
+from . import process
+from .activities import Activities
+from .config import WorkerSettings
+from .events import EventLog
+from .workflows import JobWorkflow
+
+# Named explicitly: run with -m, this module is __main__.
+log = logging.getLogger("switchboard.planner.worker")
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: Activities,
+    *,
+    heartbeat_throttle_seconds: float = 1.0,
+    grace_seconds: float = 10.0,
+) -> Worker:
+    # Temporal tells an activity about a cancel only in a heartbeat's reply, so heartbeats
+    # are sent often enough for a cancelled job to stop within about this interval.
+    throttle = timedelta(seconds=heartbeat_throttle_seconds)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[JobWorkflow],
+        activities=[activities.generate, activities.publish_event],
+        max_heartbeat_throttle_interval=throttle,
+        default_heartbeat_throttle_interval=throttle,
+        graceful_shutdown_timeout=timedelta(seconds=grace_seconds),
+    )
+
+
+async def run(settings: WorkerSettings) -> None:
+    client = await process.connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    valkey_client = Valkey.from_url(settings.valkey_url)
+    channel = grpc.aio.insecure_channel(settings.inference_address)
+    inference = inference_pb2_grpc.InferenceServiceStub(channel)
+    activities = Activities(inference, EventLog(valkey_client))
+    worker = build_worker(
+        client,
+        settings.task_queue,
+        activities,
+        heartbeat_throttle_seconds=settings.heartbeat_throttle_seconds,
+        grace_seconds=settings.grace_seconds,
+    )
+    running = asyncio.create_task(worker.run())
+    # The launcher takes a served /metrics as "ready", so it is served once the worker runs.
+    telemetry.serve_metrics(settings.metrics_port)
+    stop = asyncio.create_task(process.wait_for_stop())
+    log.info("ready", extra={"fields": {"task_queue": settings.task_queue}})
+    try:
+        await asyncio.wait([running, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not running.done():
+            await worker.shutdown()
+        await channel.close(grace=None)
+        await valkey_client.aclose()
+    with contextlib.suppress(asyncio.CancelledError):
+        running.result()  # a worker that died on its own makes the process fail
+    log.info("stopped")
+
+
+def main() -> None:
+    settings = WorkerSettings.from_env(os.environ)
+    telemetry.setup("worker", settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

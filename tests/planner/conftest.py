@@ -1,0 +1,89 @@
+"""Fixtures: a real Temporal dev server and valkey-server per session; per test a planner
+server and worker on a fresh task queue, with the fake inference service behind them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+import pytest_asyncio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from temporalio.client import Client
+from valkey.asyncio import Valkey
+
+from switchboard.api.inference.v1 import inference_pb2_grpc
+from switchboard.planner import process
+
+from .fake_inference import FakeInference
+from .processes import Process, start_temporal, start_valkey
+from .support import Planner, running_planner, running_worker
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    proc = start_temporal(tmp_path_factory.mktemp("temporal"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    proc = start_valkey(tmp_path_factory.mktemp("valkey"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracing() -> None:
+    """Real spans (not the no-op API), so trace ids and parent links are the SDK's."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+
+
+@pytest_asyncio.fixture
+async def valkey_client(valkey_server: Process) -> AsyncIterator[Valkey]:
+    client = Valkey.from_url(f"valkey://{valkey_server.address}/0")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def temporal_client(temporal_server: Process) -> Client:
+    return await process.connect_temporal(temporal_server.address, "default", wait_seconds=10)
+
+
+@pytest_asyncio.fixture
+async def inference() -> AsyncIterator[tuple[FakeInference, str]]:
+    """The fake inference service on a real gRPC server: (servicer, address)."""
+    fake = FakeInference()
+    grpc_server = grpc.aio.server()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(fake, grpc_server)
+    port = grpc_server.add_insecure_port("127.0.0.1:0")
+    await grpc_server.start()
+    try:
+        yield fake, f"127.0.0.1:{port}"
+    finally:
+        await grpc_server.stop(0)
+
+
+@pytest_asyncio.fixture
+async def planner(
+    temporal_client: Client, valkey_client: Valkey, inference: tuple[FakeInference, str]
+) -> AsyncIterator[Planner]:
+    """Planner server and worker on a fresh task queue, wired to the fake inference."""
+    fake, address = inference
+    task_queue = f"test-{uuid.uuid4().hex}"
+    async with (
+        running_planner(temporal_client, valkey_client, fake, task_queue) as running,
+        running_worker(temporal_client, valkey_client, address, task_queue),
+    ):
+        yield running

@@ -1,0 +1,39 @@
+"""Settings come from SWITCHBOARD_PLANNER_* and SWITCHBOARD_WORKER_* only."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.planner.config import Settings, WorkerSettings
+
+
+def test_planner_defaults_and_overrides() -> None:
+    assert Settings.from_env({}).task_queue == "switchboard-jobs"
+    assert Settings.from_env({}).temporal_namespace == "default"
+    settings = Settings.from_env(
+        {
+            "SWITCHBOARD_PLANNER_PORT": "7001",
+            "SWITCHBOARD_PLANNER_TEMPORAL_ADDRESS": "127.0.0.1:9",
+            "SWITCHBOARD_PLANNER_VALKEY_URL": "valkey://h:1/2",
+            "SWITCHBOARD_PLANNER_HEARTBEAT_SECONDS": "2.5",
+            "SWITCHBOARD_WORKER_PORT": "1",  # another process's prefix: ignored
+        }
+    )
+    assert (settings.port, settings.temporal_address) == (7001, "127.0.0.1:9")
+    assert (settings.valkey_url, settings.heartbeat_seconds) == ("valkey://h:1/2", 2.5)
+
+
+def test_worker_reads_its_own_prefix() -> None:
+    settings = WorkerSettings.from_env(
+        {
+            "SWITCHBOARD_WORKER_INFERENCE_ADDRESS": "127.0.0.1:18001",
+            "SWITCHBOARD_WORKER_TASK_QUEUE": "q",
+            "SWITCHBOARD_PLANNER_TASK_QUEUE": "not-this",
+        }
+    )
+    assert (settings.inference_address, settings.task_queue) == ("127.0.0.1:18001", "q")
+
+
+def test_bad_number_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="SWITCHBOARD_PLANNER_PORT"):
+        Settings.from_env({"SWITCHBOARD_PLANNER_PORT": "http"})

@@ -1,0 +1,228 @@
+"""JobService's contract on the wire: identity, isolation, validation, ids, lookups, lists."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
+from switchboard.api.jobs.v1.events_pb2 import JobEvent
+from switchboard.planner import events, ids
+from switchboard.planner.errors import PipelineInputMismatch
+from switchboard.planner.servicer import check_pipeline
+
+from .support import Planner, create_request, eventually, reason, states
+
+Job = jobs_pb2.Job
+
+
+async def _fails(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+@pytest.mark.asyncio
+async def test_missing_or_bad_client_id_is_unauthenticated(planner: Planner) -> None:
+    request = create_request("echo", "hi there")
+    missing = await _fails(planner.stub.CreateJob(request))
+    assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert reason(missing) == "CLIENT_ID_MISSING"
+    bad = await _fails(planner.stub.CreateJob(request, metadata=(("x-client-id", "a/b"),)))
+    assert bad.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert reason(bad) == "CLIENT_ID_INVALID"
+
+
+@pytest.mark.asyncio
+async def test_another_clients_job_is_not_found(planner: Planner) -> None:
+    job = await planner.create()
+    other = planner.md("someone-else")
+    calls = [
+        planner.stub.GetJob(jobs_pb2.GetJobRequest(name=job.name), metadata=other),
+        planner.stub.CancelJob(jobs_pb2.CancelJobRequest(name=job.name), metadata=other),
+        planner.stub.GetJobResult(jobs_pb2.GetJobResultRequest(name=job.name), metadata=other),
+    ]
+    for call in calls:
+        error = await _fails(call)
+        assert (error.code(), reason(error)) == (grpc.StatusCode.NOT_FOUND, "JOB_NOT_FOUND")
+    watch = planner.stub.WatchJob(jobs_pb2.WatchJobRequest(name=job.name), metadata=other)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in watch:
+            pass
+    assert reason(caught.value) == "JOB_NOT_FOUND"
+    # The owner still sees it.
+    assert states(await planner.watch(job.name))[-1] == "SUCCEEDED"
+
+
+@pytest.mark.asyncio
+async def test_invalid_requests_are_rejected_with_a_reason(planner: Planner) -> None:
+    empty = create_request("echo", "")
+    empty_prompt = await _fails(planner.stub.CreateJob(empty, metadata=planner.md()))
+    assert empty_prompt.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(empty_prompt) == "VALIDATION_FAILED"
+    bad_id = create_request("echo", "hi there", job_id="Not_A_Valid_Id")
+    error = await _fails(planner.stub.CreateJob(bad_id, metadata=planner.md()))
+    assert reason(error) == "VALIDATION_FAILED"
+    bad_name = jobs_pb2.GetJobRequest(name="jobs/UPPER")
+    error = await _fails(planner.stub.GetJob(bad_name, metadata=planner.md()))
+    assert reason(error) == "VALIDATION_FAILED"
+    assert planner.fake.starts == []
+
+
+def test_pipeline_must_match_the_input_kind() -> None:
+    job = Job(pipeline="generate", input=pipelines_pb2.JobInput())
+    with pytest.raises(PipelineInputMismatch):
+        check_pipeline(job)
+    job.input.generate.model = "echo"
+    check_pipeline(job)
+    job.pipeline = "embed"
+    with pytest.raises(PipelineInputMismatch):
+        check_pipeline(job)
+
+
+@pytest.mark.asyncio
+async def test_duplicate_job_id_returns_the_same_job_or_conflicts(planner: Planner) -> None:
+    first = await planner.create(job_id="my-job-1", labels={"team": "a"})
+    assert first.name == "jobs/my-job-1"
+    await planner.watch(first.name)
+
+    again = await planner.create(job_id="my-job-1", labels={"team": "a"})
+    assert again.name == first.name and again.create_time == first.create_time
+    assert again.state == Job.SUCCEEDED
+    different = create_request("echo", "another prompt", job_id="my-job-1")
+    error = await _fails(planner.stub.CreateJob(different, metadata=planner.md()))
+    assert (error.code(), reason(error)) == (grpc.StatusCode.ALREADY_EXISTS, "JOB_ALREADY_EXISTS")
+    assert states(await planner.stored(first.name)).count("QUEUED") == 1
+    assert len(planner.fake.starts) == 1
+    # The same id under another client is another job.
+    other = await planner.stub.CreateJob(
+        create_request("echo", "hi there", job_id="my-job-1"), metadata=planner.md("other")
+    )
+    assert other.client == "other" and other.state == Job.QUEUED
+
+
+@pytest.mark.asyncio
+async def test_created_job_is_queued_with_its_fields(planner: Planner) -> None:
+    job = await planner.create(labels={"env": "test"})
+    assert job.name.startswith("jobs/j-") and len(job.name) == len("jobs/j-") + 20
+    assert (job.state, job.pipeline, job.client) == (Job.QUEUED, "generate", planner.client_id)
+    assert dict(job.labels) == {"env": "test"}
+    assert job.create_time.seconds > 0
+    assert job.input.generate.model == "echo"
+
+
+@pytest.mark.asyncio
+async def test_result_before_the_end_is_not_finished(planner: Planner) -> None:
+    job = await planner.create(model="slow")
+    error = await _fails(planner.result(job.name))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason(error) == "JOB_NOT_FINISHED"
+    assert (await planner.get(job.name)).state in (Job.QUEUED, Job.RUNNING)
+    await planner.cancel(job.name)
+    assert states(await planner.watch(job.name))[-1] == "CANCELLED"
+
+
+@pytest.mark.asyncio
+async def test_watch_resumes_after_a_cursor(planner: Planner) -> None:
+    job = await planner.create(prompt="a b c")
+    everything = await planner.watch(job.name)
+    running = next(e for e in everything if e.state_changed.state == "RUNNING")
+
+    rest = await planner.watch(job.name, after=running.cursor)
+
+    assert [e.cursor for e in rest] == [e.cursor for e in everything][2:]
+    assert states(rest) == ["SUCCEEDED"]
+    assert await planner.watch(job.name, after=everything[-1].cursor) == []  # seen the end
+    watch = planner.stub.WatchJob(
+        jobs_pb2.WatchJobRequest(name=job.name, after_cursor="not-a-cursor"), metadata=planner.md()
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in watch:
+            pass
+    assert (caught.value.code(), reason(caught.value)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_CURSOR",
+    )
+
+
+@pytest.mark.asyncio
+async def test_watch_of_a_finished_job_whose_log_expired_gets_its_end(
+    planner: Planner, temporal_client: Client
+) -> None:
+    job = await planner.create(prompt="a b c")
+    await planner.watch(job.name)
+    wid = ids.workflow_id(planner.client_id, ids.job_id_of(job.name))
+
+    async def closed() -> bool:
+        described = await temporal_client.get_workflow_handle(wid).describe()
+        return described.status == WorkflowExecutionStatus.COMPLETED
+
+    await eventually(closed)  # the workflow closes just after its terminal event is logged
+    await planner.valkey.delete(events.stream_key(wid), f"sb:{{{wid}}}:states")
+
+    seen = await planner.watch(job.name)
+
+    assert states(seen) == ["SUCCEEDED"] and len(seen) == 1
+
+
+@pytest.mark.asyncio
+async def test_list_jobs_pages_through_the_callers_jobs_only(planner: Planner) -> None:
+    names = {(await planner.create()).name for _ in range(3)}
+    await planner.stub.CreateJob(create_request("echo", "not mine"), metadata=planner.md("other"))
+
+    async def listed() -> bool:
+        page = await planner.stub.ListJobs(jobs_pb2.ListJobsRequest(), metadata=planner.md())
+        return len(page.jobs) == 3
+
+    await eventually(listed)
+    first = await planner.stub.ListJobs(
+        jobs_pb2.ListJobsRequest(page_size=2), metadata=planner.md()
+    )
+    assert len(first.jobs) == 2 and first.next_page_token
+    second = await planner.stub.ListJobs(
+        jobs_pb2.ListJobsRequest(page_size=2, page_token=first.next_page_token),
+        metadata=planner.md(),
+    )
+    assert {j.name for j in [*first.jobs, *second.jobs]} == names
+    assert all(j.client == planner.client_id for j in [*first.jobs, *second.jobs])
+    # Not base64; base64 of "not-a-token"; a real token but of another client.
+    bad_tokens = [("!!!", None), ("bm90LWEtdG9rZW4", None), (first.next_page_token, "other")]
+    for token, client in bad_tokens:
+        bad = jobs_pb2.ListJobsRequest(page_token=token)
+        error = await _fails(planner.stub.ListJobs(bad, metadata=planner.md(client)))
+        assert (error.code(), reason(error)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_PAGE_TOKEN",
+        )
+
+
+async def _blocked_clients(planner: Planner) -> int:
+    info = await planner.valkey.info("clients")
+    return int(info["blocked_clients"])
+
+
+@pytest.mark.asyncio
+async def test_watch_stops_when_the_client_goes_away(planner: Planner) -> None:
+    job = await planner.create(model="silent")
+    call = planner.stub.WatchJob(jobs_pb2.WatchJobRequest(name=job.name), metadata=planner.md())
+    seen = [await call.read(), await call.read()]
+    assert [e.state_changed.state for e in seen if isinstance(e, JobEvent)] == ["QUEUED", "RUNNING"]
+
+    async def blocked() -> bool:
+        return await _blocked_clients(planner) > 0
+
+    await eventually(blocked)  # the watch waits in XREAD BLOCK for the next event
+    call.cancel()
+
+    async def released() -> bool:
+        return await _blocked_clients(planner) == 0
+
+    await eventually(released)
+    for _ in range(25):  # a watch that went on would be back in XREAD BLOCK (2 s) at once
+        await asyncio.sleep(0.1)
+        assert await _blocked_clients(planner) == 0
+    await planner.cancel(job.name)
+    assert states(await planner.watch(job.name))[-2:] == ["CANCELLING", "CANCELLED"]
