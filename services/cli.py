@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 from rich.live import Live
 
 from switchboard.launcher import stack, ui
-from switchboard.launcher.ports import DEFAULT_BASE, Ports
+from switchboard.launcher.ports import DEFAULT_BASE, Ports, port_free
 from switchboard.launcher.supervisor import Supervisor, alive, kill_group, read_state
 
 
@@ -53,12 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _busy(ports: Ports) -> list[int]:
-    busy = []
-    for port in ports.all():
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                busy.append(port)
-    return busy
+    return [port for port in ports.all() if not port_free(port)]
 
 
 def up(ports: Ports, state_dir: Path, environ: Mapping[str, str], *, live: bool) -> int:

@@ -66,7 +66,9 @@ class Ports:
         return [getattr(self, name) for name in OFFSETS]
 
 
-def _free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    # Binding, not connecting: a connect to a free port in the ephemeral range can
+    # succeed by connecting to itself.
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -80,6 +82,6 @@ def free_block(start: int = 20000, stop: int = 60000) -> Ports:
     """The first block whose every port is free (tests; racy only against other tests)."""
     for base in range(start, stop, BLOCK):
         ports = Ports.at(base)
-        if all(_free(p) for p in ports.all()):
+        if all(port_free(p) for p in ports.all()):
             return ports
     raise OSError("no free block of ports")

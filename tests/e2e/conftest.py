@@ -52,10 +52,10 @@ def _tail(path: Path, lines: int = 30) -> str:
 def start_stack(state_dir: Path, ports: Ports) -> subprocess.Popen[bytes]:
     """`switchboard up` in the background; returns once every process is ready."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    out = (state_dir / "up.log").open("wb")
     argv = [sys.executable, "-m", "switchboard.cli", "up", "--no-ui"]
     argv += ["--base-port", str(ports.base), "--state-dir", str(state_dir)]
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+    with (state_dir / "up.log").open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         state = _state(state_dir)

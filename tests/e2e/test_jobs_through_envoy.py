@@ -55,6 +55,8 @@ def _events(
     with connect_sse(client, "GET", f"/v1/jobs/{job_id}/events", headers=headers) as source:
         assert source.response.status_code == 200
         for sse in source.iter_sse():
+            if not sse.data:
+                continue  # the `retry:` frame; httpx-sse yields it, the SSE spec dispatches nothing
             events.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
     return events
 
