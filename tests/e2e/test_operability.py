@@ -68,3 +68,9 @@ def test_service_logs_are_json(mesh: Mesh) -> None:
         assert lines, f"{service} wrote no JSON log lines"
         entry = json.loads(lines[0])
         assert entry["service"] and entry["msg"]
+
+
+def test_metrics_are_not_served_through_the_front_door(mesh: Mesh) -> None:
+    reply = httpx.get(f"{mesh.public}/metrics", timeout=10)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["details"][0]["reason"] == "ROUTE_NOT_FOUND"

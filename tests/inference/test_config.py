@@ -1,0 +1,54 @@
+"""Settings come from SWITCHBOARD_INFERENCE_* and are checked at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchboard.inference.config import Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.max_concurrent_generations == 64
+    assert settings.first_token_timeout_s == 30
+    assert settings.generation_timeout_s == 300
+    assert settings.test_streamer_tokens_per_second == 0
+
+
+def test_values_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "SWITCHBOARD_INFERENCE_PORT": "6000",
+            "SWITCHBOARD_INFERENCE_METRICS_PORT": "6001",
+            "SWITCHBOARD_INFERENCE_TRITON_GRPC": "triton:8001",
+            "SWITCHBOARD_INFERENCE_LOG_LEVEL": "DEBUG",
+            "SWITCHBOARD_INFERENCE_MAX_CONCURRENT_GENERATIONS": "3",
+            "SWITCHBOARD_INFERENCE_FIRST_TOKEN_TIMEOUT_S": "1.5",
+            "SWITCHBOARD_INFERENCE_TEST_STREAMER_TOKENS_PER_SECOND": "50",
+            "OTHER_PORT": "1",
+        }
+    )
+
+    assert (settings.port, settings.metrics_port) == (6000, 6001)
+    assert settings.triton_grpc == "triton:8001"
+    assert settings.log_level == "DEBUG"
+    assert settings.max_concurrent_generations == 3
+    assert settings.first_token_timeout_s == 1.5
+    assert settings.test_streamer_tokens_per_second == 50
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORT", "http", "must be an integer"),
+        ("MAX_CONCURRENT_GENERATIONS", "0", "must be positive"),
+        ("GENERATION_TIMEOUT_S", "-1", "must be positive"),
+        ("TEST_STREAMER_TOKENS_PER_SECOND", "-5", ">= 0"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as raised:
+        Settings.from_env({f"SWITCHBOARD_INFERENCE_{name}": value})
+
+    assert f"SWITCHBOARD_INFERENCE_{name}" in str(raised.value)

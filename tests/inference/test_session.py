@@ -1,0 +1,222 @@
+"""Generate streams through the real service and a real Triton: multiplexing, cancel, drop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from prometheus_client import REGISTRY
+
+from switchboard.api.inference.v1 import inference_pb2 as pb
+
+from .support import (
+    Service,
+    TritonProcess,
+    deltas,
+    detail_of,
+    expected_tokens,
+    prompt_of,
+    reason_of,
+    running_service,
+    unique,
+)
+
+
+@pytest.mark.asyncio
+async def test_generation_streams_tokens_then_done_with_usage(service: Service) -> None:
+    stream = service.stream()
+    prompt = "the quick brown fox"
+    stream.start("one", prompt)
+
+    *tokens, end = await stream.until_end("one")
+
+    assert deltas(tokens) == expected_tokens(prompt, 8)
+    assert [t.delta.index for t in tokens] == list(range(8))
+    assert end.WhichOneof("event") == "done"
+    assert end.done.finish_reason == pb.FINISH_REASON_STOP
+    assert (end.done.usage.prompt_tokens, end.done.usage.completion_tokens) == (4, 8)
+    assert end.done.model == "test-streamer"
+
+
+@pytest.mark.asyncio
+async def test_alias_and_max_tokens(service: Service) -> None:
+    stream = service.stream()
+    stream.start("short", "one two three", model="default-chat", max_tokens=3)
+
+    *tokens, end = await stream.until_end("short")
+
+    assert deltas(tokens) == expected_tokens("one two three", 3)
+    assert end.done.finish_reason == pb.FINISH_REASON_LENGTH
+    assert end.done.usage.completion_tokens == 3
+    assert end.done.model == "test-streamer"  # the model that served, not the alias
+
+
+@pytest.mark.asyncio
+async def test_cancel_stops_one_generation_and_not_the_others(
+    service: Service, triton_server: TritonProcess
+) -> None:
+    stream = service.stream()
+    prompt = prompt_of(15)  # 30 tokens each: 0.6 s at 50 tokens/s
+    a, b, c = unique("a"), unique("b"), unique("c")
+    for request_id in (a, b, c):
+        stream.start(request_id, prompt)
+    events: dict[str, list[pb.GenerateResponse]] = defaultdict(list)
+    ended: set[str] = set()
+    after_cancel = 0
+    while ended != {a, b, c}:
+        response = await stream.next()
+        events[response.request_id].append(response)
+        if response.WhichOneof("event") != "delta":
+            ended.add(response.request_id)
+        elif response.request_id == b and len(events[b]) == 3:
+            stream.cancel(b)
+        elif response.request_id == b and len(events[b]) > 3:
+            after_cancel += 1
+    stream.half_close()
+
+    for request_id in (a, c):
+        assert deltas(events[request_id]) == expected_tokens(prompt, 30)
+        assert events[request_id][-1].done.finish_reason == pb.FINISH_REASON_STOP
+    end = events[b][-1]
+    assert end.done.finish_reason == pb.FINISH_REASON_CANCELLED
+    assert after_cancel <= 2
+    assert end.done.usage.completion_tokens == len(deltas(events[b]))
+    # The backend itself stopped, within a couple of tokens of the cancel.
+    assert await triton_server.cancelled_after(b) <= 3 + 2
+    assert await stream.call.code() == grpc.StatusCode.OK
+
+
+def _finished(reason: str) -> float:
+    labels = {"model": "test-streamer", "finish_reason": reason}
+    return (
+        REGISTRY.get_sample_value("switchboard_inference_generations_finished_total", labels) or 0
+    )
+
+
+@pytest.mark.asyncio
+async def test_client_drop_cancels_every_generation(
+    service: Service, triton_server: TritonProcess
+) -> None:
+    dropped_before = _finished("dropped")
+    stream = service.stream()
+    ids = [unique("drop"), unique("drop")]
+    for request_id in ids:
+        stream.start(request_id, prompt_of(50))  # 100 tokens: 2 s at 50 tokens/s
+    seen: set[str] = set()
+    while seen != set(ids):
+        seen.add((await stream.next()).request_id)
+
+    stream.call.cancel()
+
+    for request_id in ids:
+        assert await triton_server.cancelled_after(request_id) <= 10
+    async with asyncio.timeout(5):
+        while _finished("dropped") < dropped_before + 2:
+            await asyncio.sleep(0.01)
+    assert REGISTRY.get_sample_value("switchboard_inference_active_generations") == 0
+    follow_up = service.stream()
+    follow_up.start("after", "still alive")
+    assert (await follow_up.until_end("after"))[-1].done.finish_reason == pb.FINISH_REASON_STOP
+
+
+@pytest.mark.asyncio
+async def test_half_close_lets_open_generations_finish(service: Service) -> None:
+    stream = service.stream()
+    stream.start("last", "finish me please")
+    stream.cancel("not-open")  # ignored: no such generation
+    stream.half_close()
+
+    events = [response async for response in stream.call]
+
+    assert deltas(events) == expected_tokens("finish me please", 6)
+    assert events[-1].done.finish_reason == pb.FINISH_REASON_STOP
+    assert {e.request_id for e in events} == {"last"}
+    assert await stream.call.code() == grpc.StatusCode.OK
+
+
+@pytest.mark.asyncio
+async def test_backend_error_ends_that_generation_only(service: Service) -> None:
+    stream = service.stream()
+    # max_tokens is dropped for a model without that input, so the model's own error shows.
+    stream.start("fails", "boom", model="test-fail", max_tokens=5)
+
+    (end,) = await stream.until_end("fails")
+
+    assert end.WhichOneof("event") == "error"
+    assert reason_of(end.error) == "BACKEND_ERROR"
+    assert end.error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert "this model always fails" in end.error.message
+    stream.start("works", "a b")
+    assert (await stream.until_end("works"))[-1].done.finish_reason == pb.FINISH_REASON_STOP
+
+
+@pytest.mark.asyncio
+async def test_invalid_start_is_an_error_for_that_id(service: Service) -> None:
+    stream = service.stream()
+    stream.start("empty", "")
+
+    (end,) = await stream.until_end("empty")
+
+    assert end.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert reason_of(end.error) == "VALIDATION_FAILED"
+    bad = detail_of(end.error, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == ["start.prompt"]
+    stream.start("fine", "a b")
+    assert (await stream.until_end("fine"))[-1].done.finish_reason == pb.FINISH_REASON_STOP
+
+
+@pytest.mark.asyncio
+async def test_unknown_model_is_model_not_found(service: Service) -> None:
+    stream = service.stream()
+    stream.start("who", "hello", model="no-such-model")
+
+    (end,) = await stream.until_end("who")
+
+    assert end.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert reason_of(end.error) == "MODEL_NOT_FOUND"
+
+
+@pytest.mark.asyncio
+async def test_duplicate_open_request_id_is_refused(service: Service) -> None:
+    stream = service.stream()
+    stream.start("twice", prompt_of(5))
+    first = await stream.next()
+    stream.start("twice", "again")
+
+    events = [first]
+    while events[-1].WhichOneof("event") == "delta":
+        events.append(await stream.next())
+
+    refusal = events.pop()
+    assert reason_of(refusal.error) == "DUPLICATE_REQUEST_ID"
+    rest = await stream.until_end("twice")
+    # The open generation is untouched by the refused start.
+    assert deltas(events + rest) == expected_tokens(prompt_of(5), 10)
+    assert rest[-1].done.finish_reason == pb.FINISH_REASON_STOP
+
+
+@pytest.mark.asyncio
+async def test_over_the_limit_is_queue_full_with_retry_info(triton_server: TritonProcess) -> None:
+    async with running_service(triton_server.grpc_address, max_concurrent_generations=1) as service:
+        stream = service.stream()
+        stream.start("long", prompt_of(50))
+        await stream.next()
+        stream.start("extra", "a b")
+
+        refusal = await stream.next()
+        while refusal.request_id == "long":
+            refusal = await stream.next()
+        stream.cancel("long")
+        while (await stream.next()).WhichOneof("event") == "delta":
+            pass
+        stream.start("extra", "a b")  # the cancelled generation gave its slot back
+        retried = await stream.until_end("extra")
+
+    assert refusal.request_id == "extra"
+    assert refusal.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert reason_of(refusal.error) == "QUEUE_FULL"
+    assert detail_of(refusal.error, error_details_pb2.RetryInfo).retry_delay.seconds == 1
+    assert retried[-1].done.finish_reason == pb.FINISH_REASON_STOP
