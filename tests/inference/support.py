@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,10 +23,12 @@ from grpc_health.v1 import health_pb2_grpc
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
-from switchboard.inference import server
+from switchboard.inference import server, triton_launch
 from switchboard.inference.config import Settings
 
 WAIT_S = 15.0
+TRITON_READY_TIMEOUT_S = 120.0
+TRITON_MODELS = ("test-streamer", "test-fail")
 RATE = 50.0  # test-streamer tokens/s in the tests: slow enough to cancel mid-way
 
 
@@ -46,6 +51,62 @@ class TritonProcess:
                 return int(match.group(1))
             await asyncio.sleep(0.05)
         raise AssertionError(f"Triton never logged {request_id!r} as cancelled:\n{self.tail()}")
+
+
+def launch_triton(state_dir: Path) -> TritonProcess:
+    """The real tritonserver from nvidia-pytriton, on CPU, with our model repository, ready."""
+    layout = triton_launch.prepare(state_dir)
+    grpc_port, http_port, metrics_port = free_ports(3)
+    argv = triton_launch.command(
+        layout, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
+    )
+    log = layout.root / "tritonserver.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv, env=triton_launch.environment(os.environ), stdout=sink, stderr=subprocess.STDOUT
+        )
+    triton = TritonProcess(process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log)
+    try:
+        _wait_ready(triton)
+    except BaseException:
+        stop_triton(triton)
+        raise
+    return triton
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _wait_ready(triton: TritonProcess) -> None:
+    urls = [f"{triton.http_url}/v2/health/ready"]
+    urls += [f"{triton.http_url}/v2/models/{name}/ready" for name in TRITON_MODELS]
+    deadline = time.monotonic() + TRITON_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if triton.process.poll() is not None:
+            raise AssertionError(f"tritonserver exited early:\n{triton.tail()}")
+        if all(_is_ready(url) for url in urls):
+            return
+        time.sleep(0.1)
+    raise AssertionError(
+        f"tritonserver not ready in {TRITON_READY_TIMEOUT_S:.0f} s:\n{triton.tail()}"
+    )
+
+
+def stop_triton(triton: TritonProcess) -> float:
+    """SIGTERM, then SIGKILL if it hangs; returns the seconds it took to exit."""
+    started = time.monotonic()
+    triton.process.terminate()
+    try:
+        triton.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        triton.process.kill()
+        triton.process.wait(timeout=10)
+    return time.monotonic() - started
 
 
 def free_ports(count: int) -> list[int]:
@@ -94,7 +155,7 @@ async def running_service(
             await asyncio.wait_for(asyncio.shield(running.serving), WAIT_S)
         yield Service(running, channel, settings)
     finally:
-        await channel.close()
+        await channel.close(None)
         await running.stop(0)
 
 
@@ -154,6 +215,15 @@ def expected_tokens(prompt: str, count: int) -> list[str]:
 
 def deltas(events: list[pb.GenerateResponse]) -> list[str]:
     return [e.delta.text for e in events if e.WhichOneof("event") == "delta"]
+
+
+def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status a server sent with a failed call."""
+    # grpc.aio hands back its Metadata mapping; the stubs type it as a tuple.
+    metadata: Any = error.trailing_metadata()
+    value = metadata.get("grpc-status-details-bin")
+    assert isinstance(value, bytes), f"no rich status in {error!r}"
+    return status_pb2.Status.FromString(value)
 
 
 def reason_of(status: status_pb2.Status) -> str:

@@ -10,6 +10,7 @@ from switchboard.inference.config import Settings
 def test_defaults() -> None:
     settings = Settings.from_env({})
 
+    assert (settings.host, settings.port, settings.metrics_port) == ("127.0.0.1", 50061, 9103)
     assert settings.max_concurrent_generations == 64
     assert settings.first_token_timeout_s == 30
     assert settings.generation_timeout_s == 300

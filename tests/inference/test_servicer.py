@@ -7,12 +7,11 @@ import logging
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common import telemetry
 
-from .support import Service, TritonProcess, free_ports, reason_of, running_service
+from .support import Service, free_ports, reason_of, running_service, status_of
 
 
 @pytest.mark.asyncio
@@ -47,9 +46,7 @@ async def test_list_models_without_triton_lists_them_not_ready() -> None:
 async def _embed_error(service: Service, request: pb.EmbedRequest) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await service.stub.Embed(request, timeout=10)
-    status = rpc_status.from_call(raised.value)
-    assert status is not None
-    return raised.value.code(), reason_of(status)
+    return raised.value.code(), reason_of(status_of(raised.value))
 
 
 @pytest.mark.asyncio

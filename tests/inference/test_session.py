@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 
 import grpc
@@ -113,9 +112,8 @@ async def test_client_drop_cancels_every_generation(
 
     for request_id in ids:
         assert await triton_server.cancelled_after(request_id) <= 10
-    async with asyncio.timeout(5):
-        while _finished("dropped") < dropped_before + 2:
-            await asyncio.sleep(0.01)
+    # Each generation ends (and is counted) before its Triton stream is cancelled.
+    assert _finished("dropped") == dropped_before + 2
     assert REGISTRY.get_sample_value("switchboard_inference_active_generations") == 0
     follow_up = service.stream()
     follow_up.start("after", "still alive")

@@ -1,0 +1,1 @@
+"""The inference service: InferenceService over gRPC, in front of Triton."""
