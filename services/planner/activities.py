@@ -82,7 +82,7 @@ class Activities:
             model=request.model, prompt=request.prompt, params=request.params
         )
         call: Call = self._inference.Generate(
-            None, metadata=telemetry.trace_metadata(("x-session-id", job_id))
+            None, metadata=telemetry.trace_metadata(("x-session-id", job_id), ("x-job-id", job_id))
         )
         beat = asyncio.create_task(_heartbeat())
         try:

@@ -122,5 +122,6 @@ def test_trace_context_reaches_the_worker(mesh: Mesh) -> None:
     for service in ("edge", "planner", "worker", "inference"):
         lines = [json.loads(line) for line in mesh.log(service).splitlines() if trace_id in line]
         assert lines, f"{service} logged nothing with trace {trace_id}"
-    worker_lines = [json.loads(x) for x in mesh.log("worker").splitlines() if trace_id in x]
-    assert any(line.get("job_id") == job_id for line in worker_lines)
+    for service in ("worker", "inference"):
+        traced = [json.loads(x) for x in mesh.log(service).splitlines() if trace_id in x]
+        assert any(line.get("job_id") == job_id for line in traced), service

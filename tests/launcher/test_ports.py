@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from switchboard.launcher.ports import BLOCK, OFFSETS, Ports, free_block
@@ -20,10 +22,11 @@ def test_base_out_of_range_is_refused() -> None:
         Ports.at(80)
 
 
-def test_free_block_is_free() -> None:
-    import socket
-
-    ports = free_block()
-    for port in ports.all():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
+def test_free_block_skips_a_block_with_a_listener() -> None:
+    first = free_block()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", first.valkey))
+        listener.listen()
+        chosen = free_block(start=first.base)
+    assert chosen.base != first.base
+    assert first.valkey not in chosen.all()
