@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--state-dir", type=Path, help="default .switchboard/stack-<base>")
         if name == "up":
             cmd.add_argument("--no-ui", action="store_true", help="plain lines, no live table")
+            cmd.add_argument(
+                "--only",
+                help="comma-separated processes to start, with what they need "
+                "(e.g. valkey,temporal to run the services from an IDE)",
+            )
     return parser
 
 
@@ -45,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ports = Ports.at(args.base_port)
     state_dir: Path = args.state_dir.resolve() if args.state_dir else stack.default_state_dir(ports)
     if args.command == "up":
-        return up(ports, state_dir, os.environ, live=not args.no_ui and sys.stdout.isatty())
+        only = [n.strip() for n in args.only.split(",")] if args.only else None
+        live = not args.no_ui and sys.stdout.isatty()
+        return up(ports, state_dir, os.environ, live=live, only=only)
     if args.command == "down":
         return down(state_dir)
     return asyncio.run(status(ports, state_dir, os.environ))
@@ -55,7 +62,14 @@ def _busy(ports: Ports) -> list[int]:
     return [port for port in ports.all() if not port_free(port)]
 
 
-def up(ports: Ports, state_dir: Path, environ: Mapping[str, str], *, live: bool) -> int:
+def up(
+    ports: Ports,
+    state_dir: Path,
+    environ: Mapping[str, str],
+    *,
+    live: bool,
+    only: Sequence[str] | None = None,
+) -> int:
     previous = read_state(state_dir)
     if previous and alive(previous.get("supervisor_pid")):
         print(f"a stack already runs from {state_dir}; `switchboard down` first", file=sys.stderr)
@@ -63,8 +77,14 @@ def up(ports: Ports, state_dir: Path, environ: Mapping[str, str], *, live: bool)
     if busy := _busy(ports):
         print(f"ports in use: {busy}; pick another --base-port", file=sys.stderr)
         return 2
-    state_dir.mkdir(parents=True, exist_ok=True)
     specs = stack.build(ports, state_dir, environ)
+    if only is not None:
+        try:
+            specs = stack.select(specs, only)
+        except KeyError as e:
+            print(f"unknown process {e}; known: {[s.name for s in specs]}", file=sys.stderr)
+            return 2
+    state_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_run(specs, state_dir, ports, live))
 
 

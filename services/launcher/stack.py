@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +109,19 @@ def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[Pro
         ),
         _envoy(ports, state_dir, base_env),
     ]
+
+
+def select(specs: Sequence[ProcessSpec], names: Iterable[str]) -> list[ProcessSpec]:
+    """The named processes and everything they need, in start order."""
+    by_name = {s.name: s for s in specs}
+    wanted: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending.extend(by_name[name].needs)
+    return [s for s in specs if s.name in wanted]
 
 
 def _service_env(base: Mapping[str, str], prefix: str, **values: object) -> dict[str, str]:

@@ -15,7 +15,8 @@ import pytest
 
 from switchboard.launcher.ports import free_block
 
-from .conftest import Mesh, start_stack, stop_stack
+from ..stack import start_stack, stop_stack
+from .conftest import Mesh
 
 pytestmark = pytest.mark.e2e
 

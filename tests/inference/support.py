@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,8 @@ from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.inference import server, triton_launch
 from switchboard.inference.config import Settings
+
+from ..stack import free_ports
 
 WAIT_S = 15.0
 TRITON_READY_TIMEOUT_S = 120.0
@@ -107,18 +108,6 @@ def stop_triton(triton: TritonProcess) -> float:
         triton.process.kill()
         triton.process.wait(timeout=10)
     return time.monotonic() - started
-
-
-def free_ports(count: int) -> list[int]:
-    # Held open together so the kernel hands out distinct ports.
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass

@@ -13,7 +13,8 @@ from switchboard.inference import canary
 from switchboard.inference.models import GENERATE, Model
 from switchboard.inference.triton import TritonClient
 
-from .support import TritonProcess, free_ports
+from ..stack import free_ports
+from .support import TritonProcess
 
 STREAMER = Model("test-streamer", "test-streamer", GENERATE, takes_max_tokens=True)
 

@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.inference.servicer import SERVICE_NAME
 
-from .support import WAIT_S, Service, TritonProcess, free_ports, running_service
+from ..stack import free_ports
+from .support import WAIT_S, Service, TritonProcess, running_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -11,7 +11,8 @@ import pytest
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common import telemetry
 
-from .support import Service, free_ports, reason_of, running_service, status_of
+from ..stack import free_ports
+from .support import Service, reason_of, running_service, status_of
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,8 @@ import pytest_asyncio
 from switchboard.inference.errors import BackendError, BackendUnavailable, ModelNotFound
 from switchboard.inference.triton import Finish, GenerateCall, Tensor, Token, TritonClient
 
-from .support import TritonProcess, free_ports, launch_triton, stop_triton, unique
+from ..stack import free_ports
+from .support import TritonProcess, launch_triton, stop_triton, unique
 
 
 @pytest_asyncio.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,8 @@ from tritonclient.utils import InferenceServerException
 
 from switchboard.inference import triton_launch
 
+from ..stack import free_ports
+
 READY_TIMEOUT_S = 120.0
 STREAM_TIMEOUT_S = 30.0
 MODELS = ("test-streamer", "test-fail")
@@ -37,18 +38,6 @@ class Triton:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _free_ports(count: int) -> list[int]:
-    # Held open together so the kernel hands out distinct ports.
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _is_ready(url: str) -> bool:
@@ -86,7 +75,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
     layout = triton_launch.prepare(tmp_path_factory.mktemp("triton"))
-    grpc_port, http_port, metrics_port = _free_ports(3)
+    grpc_port, http_port, metrics_port = free_ports(3)
     argv = triton_launch.command(
         layout, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -15,29 +16,37 @@ from temporalio.client import Client
 from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2_grpc
+from switchboard.launcher.ports import Ports, free_block
 from switchboard.planner import process
 
+from ..stack import start_stack, stop_stack
 from .fake_inference import FakeInference
-from .processes import Process, start_temporal, start_valkey
 from .support import Planner, running_planner, running_worker
 
 
-@pytest.fixture(scope="session")
-def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    proc = start_temporal(tmp_path_factory.mktemp("temporal"))
-    try:
-        yield proc
-    finally:
-        proc.stop()
+@dataclass(frozen=True)
+class Infra:
+    """Temporal and Valkey as `switchboard up --only valkey,temporal` runs them."""
+
+    ports: Ports
+
+    @property
+    def temporal(self) -> str:
+        return f"127.0.0.1:{self.ports.temporal}"
+
+    @property
+    def valkey(self) -> str:
+        return f"127.0.0.1:{self.ports.valkey}"
 
 
 @pytest.fixture(scope="session")
-def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    proc = start_valkey(tmp_path_factory.mktemp("valkey"))
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    ports = free_block()
+    proc = start_stack(tmp_path_factory.mktemp("infra"), ports, only=("valkey", "temporal"))
     try:
-        yield proc
+        yield Infra(ports)
     finally:
-        proc.stop()
+        stop_stack(proc)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,8 +57,8 @@ def tracing() -> None:
 
 
 @pytest_asyncio.fixture
-async def valkey_client(valkey_server: Process) -> AsyncIterator[Valkey]:
-    client = Valkey.from_url(f"valkey://{valkey_server.address}/0")
+async def valkey_client(infra: Infra) -> AsyncIterator[Valkey]:
+    client = Valkey.from_url(f"valkey://{infra.valkey}/0")
     try:
         yield client
     finally:
@@ -57,8 +66,8 @@ async def valkey_client(valkey_server: Process) -> AsyncIterator[Valkey]:
 
 
 @pytest_asyncio.fixture
-async def temporal_client(temporal_server: Process) -> Client:
-    return await process.connect_temporal(temporal_server.address, "default", wait_seconds=10)
+async def temporal_client(infra: Infra) -> Client:
+    return await process.connect_temporal(infra.temporal, "default", wait_seconds=10)
 
 
 @pytest_asyncio.fixture

@@ -21,8 +21,8 @@ from switchboard.planner.config import Settings
 from switchboard.planner.events import EventLog
 from switchboard.planner.worker import build_worker
 
+from ..stack import free_ports
 from .fake_inference import FakeInference
-from .processes import free_ports
 
 WAIT_S = 20.0
 POLL_S = 0.1

@@ -14,7 +14,7 @@ from switchboard.planner import events
 from switchboard.planner.errors import InvalidCursor
 from switchboard.planner.events import EventLog
 
-from .processes import Process
+from .conftest import Infra
 
 WAIT_S = 10.0
 
@@ -157,8 +157,8 @@ async def test_an_abandoned_watch_leaves_the_client_usable(valkey_client: Valkey
 
 
 @pytest.mark.asyncio
-async def test_an_idle_watch_outlives_the_clients_socket_timeout(valkey_server: Process) -> None:
-    client = Valkey.from_url(f"valkey://{valkey_server.address}/0", socket_timeout=0.5)
+async def test_an_idle_watch_outlives_the_clients_socket_timeout(infra: Infra) -> None:
+    client = Valkey.from_url(f"valkey://{infra.valkey}/0", socket_timeout=0.5)
     try:
         log, wid = EventLog(client, heartbeat_seconds=1.5), _wid()
         await log.append_state(wid, _state(wid, "QUEUED"))

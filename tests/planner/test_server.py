@@ -19,8 +19,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.api.jobs.v1 import jobs_pb2_grpc
 
+from ..stack import free_ports
+from .conftest import Infra
 from .fake_inference import FakeInference
-from .processes import Process, free_ports, spawn
+from .processes import Process, spawn
 from .support import create_request, states, watch
 
 READY_S = 30.0
@@ -49,15 +51,14 @@ def _start(module: str, prefix: str, settings: dict[str, object], log: Path) -> 
 
 @pytest.mark.asyncio
 async def test_planner_and_worker_processes_serve_a_job_and_stop_on_sigterm(
-    temporal_server: Process,
-    valkey_server: Process,
+    infra: Infra,
     inference: tuple[FakeInference, str],
     tmp_path: Path,
 ) -> None:
     port, planner_metrics, worker_metrics = free_ports(3)
     common = {
-        "TEMPORAL_ADDRESS": temporal_server.address,
-        "VALKEY_URL": f"valkey://{valkey_server.address}/0",
+        "TEMPORAL_ADDRESS": infra.temporal,
+        "VALKEY_URL": f"valkey://{infra.valkey}/0",
         "TASK_QUEUE": f"test-{uuid.uuid4().hex}",
     }
     planner = _start(
