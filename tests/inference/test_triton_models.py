@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -20,80 +14,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from switchboard.inference import triton_launch
+from .support import TritonProcess
 
-from ..stack import free_ports
-
-READY_TIMEOUT_S = 120.0
 STREAM_TIMEOUT_S = 30.0
-MODELS = ("test-streamer", "test-fail")
 
 
-@dataclass(frozen=True)
-class Triton:
-    process: subprocess.Popen[bytes]
-    grpc_url: str
-    http_url: str
-    log: Path
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _is_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def _wait_ready(server: Triton) -> float:
-    started = time.monotonic()
-    urls = [f"{server.http_url}/v2/health/ready"]
-    urls += [f"{server.http_url}/v2/models/{name}/ready" for name in MODELS]
-    while time.monotonic() - started < READY_TIMEOUT_S:
-        if server.process.poll() is not None:
-            pytest.fail(
-                f"tritonserver exited with {server.process.returncode}:\n{server.log_tail()}"
-            )
-        if all(_is_ready(url) for url in urls):
-            return time.monotonic() - started
-        time.sleep(0.1)
-    pytest.fail(f"tritonserver not ready after {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
-    layout = triton_launch.prepare(tmp_path_factory.mktemp("triton"))
-    grpc_port, http_port, metrics_port = free_ports(3)
-    argv = triton_launch.command(
-        layout, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
-    )
-    log = layout.root / "tritonserver.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            argv,
-            env=triton_launch.environment(os.environ),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Triton(process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log)
-    try:
-        ready_after = _wait_ready(server)
-        print(f"tritonserver ready after {ready_after:.2f} s")
-        yield server
-    finally:
-        _stop(process)
+@pytest.fixture
+def triton(triton_server: TritonProcess) -> TritonProcess:
+    """The session's tritonserver (tests/inference/conftest.py), started as the launcher does."""
+    return triton_server
 
 
 def _tensor(name: str, datatype: str, value: Any, dtype: Any) -> grpcclient.InferInput:
@@ -140,7 +69,7 @@ def _int(result: grpcclient.InferResult, name: str) -> int:
 
 
 async def _stream(
-    server: Triton, model: str, inputs: list[grpcclient.InferInput], request_id: str
+    server: TritonProcess, model: str, inputs: list[grpcclient.InferInput], request_id: str
 ) -> list[tuple[grpcclient.InferResult | None, InferenceServerException | None]]:
     """Every (result, error) of one request's stream, read until the server ends the stream.
 
@@ -148,7 +77,7 @@ async def _stream(
     races the stream's completion can leave Triton holding the model, so its shutdown then
     waits out --exit-timeout-secs.
     """
-    client = aioclient.InferenceServerClient(server.grpc_url)
+    client = aioclient.InferenceServerClient(server.grpc_address)
     try:
         stream = client.stream_infer(_one_request(model, inputs, request_id))
         async with asyncio.timeout(STREAM_TIMEOUT_S):
@@ -158,7 +87,7 @@ async def _stream(
 
 
 async def _generate(
-    server: Triton, prompt: str, request_id: str, **options: Any
+    server: TritonProcess, prompt: str, request_id: str, **options: Any
 ) -> list[grpcclient.InferResult]:
     """All responses of one generation, the final one last."""
     items = await _stream(server, "test-streamer", _inputs(prompt, **options), request_id)
@@ -175,7 +104,7 @@ def _expected_tokens(prompt: str, count: int) -> list[str]:
 
 
 @pytest.mark.asyncio
-async def test_streamer_streams_deterministic_tokens_then_stop(triton: Triton) -> None:
+async def test_streamer_streams_deterministic_tokens_then_stop(triton: TritonProcess) -> None:
     prompt = "the quick brown fox"
     *tokens, final = await _generate(triton, prompt, "stop-1")
 
@@ -189,7 +118,7 @@ async def test_streamer_streams_deterministic_tokens_then_stop(triton: Triton) -
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("max_tokens", [3, 0])
-async def test_streamer_max_tokens_gives_length(triton: Triton, max_tokens: int) -> None:
+async def test_streamer_max_tokens_gives_length(triton: TritonProcess, max_tokens: int) -> None:
     prompt = "one two three"
     *tokens, final = await _generate(triton, prompt, f"length-{max_tokens}", max_tokens=max_tokens)
 
@@ -200,7 +129,7 @@ async def test_streamer_max_tokens_gives_length(triton: Triton, max_tokens: int)
 
 
 @pytest.mark.asyncio
-async def test_streamer_rejects_negative_max_tokens(triton: Triton) -> None:
+async def test_streamer_rejects_negative_max_tokens(triton: TritonProcess) -> None:
     items = await _stream(triton, "test-streamer", _inputs("a b", max_tokens=-1), "negative")
 
     assert len(items) == 1
@@ -225,19 +154,19 @@ async def _drain_after_cancel(stream: Any) -> int:
     return late
 
 
-async def _log_line(server: Triton, pattern: re.Pattern[str]) -> re.Match[str]:
+async def _log_line(server: TritonProcess, pattern: re.Pattern[str]) -> re.Match[str]:
     deadline = time.monotonic() + STREAM_TIMEOUT_S
     while time.monotonic() < deadline:
         if match := pattern.search(server.log.read_text(errors="replace")):
             return match
         await asyncio.sleep(0.05)
-    pytest.fail(f"no log line matching {pattern.pattern!r}:\n{server.log_tail()}")
+    pytest.fail(f"no log line matching {pattern.pattern!r}:\n{server.tail()}")
 
 
 @pytest.mark.asyncio
-async def test_streamer_cancel_stops_generation(triton: Triton) -> None:
+async def test_streamer_cancel_stops_generation(triton: TritonProcess) -> None:
     prompt = " ".join(f"w{i}" for i in range(50))  # 100 tokens: 2 s at 50 tokens/s
-    client = aioclient.InferenceServerClient(triton.grpc_url)
+    client = aioclient.InferenceServerClient(triton.grpc_address)
     received: list[str] = []
     try:
         stream = client.stream_infer(
@@ -269,8 +198,8 @@ FAIL_MESSAGE = "test-fail: this model always fails"
 
 
 @pytest.mark.asyncio
-async def test_fail_model_unary_error(triton: Triton) -> None:
-    client = aioclient.InferenceServerClient(triton.grpc_url)
+async def test_fail_model_unary_error(triton: TritonProcess) -> None:
+    client = aioclient.InferenceServerClient(triton.grpc_address)
     try:
         with pytest.raises(InferenceServerException) as raised:
             await asyncio.wait_for(client.infer("test-fail", _inputs("boom")), STREAM_TIMEOUT_S)
@@ -282,7 +211,7 @@ async def test_fail_model_unary_error(triton: Triton) -> None:
 
 
 @pytest.mark.asyncio
-async def test_fail_model_stream_error(triton: Triton) -> None:
+async def test_fail_model_stream_error(triton: TritonProcess) -> None:
     items = await _stream(triton, "test-fail", _inputs("boom"), "fail-stream")
 
     assert len(items) == 1
