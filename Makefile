@@ -25,7 +25,6 @@ status: setup ## show each process of the mesh and its health
 
 proto: setup ## regenerate services/api from proto/
 	$(VENV)/python scripts/genproto.py python
-	$(VENV)/ruff format --quiet --exclude '' services/api >/dev/null 2>&1 || true
 
 proto-check: setup ## fail if services/api differs from what proto/ generates
 	@scripts/check-generated
