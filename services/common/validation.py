@@ -25,7 +25,9 @@ def validate(msg: message.Message) -> None:
         bad.field_violations.add(field=path, description=v.proto.message, reason=v.proto.rule_id)
     detail = any_pb2.Any()
     detail.Pack(bad)
-    summary = "; ".join(f"{f.field}: {f.description}" for f in bad.field_violations)
+    summary = "; ".join(
+        f"{f.field}: {f.description}" if f.field else f.description for f in bad.field_violations
+    )
     raise InvalidArgument(
         f"invalid request: {summary}", reason="VALIDATION_FAILED", details=[detail]
     )

@@ -26,7 +26,7 @@ from switchboard.api.buf.validate import validate_pb2 as buf_dot_validate_dot_va
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(switchboard/inference/v1/inference.proto\x12\x18switchboard.inference.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x17google/rpc/status.proto\"\xa4\x01\n\x0eSamplingParams\x12\x1e\n\nmax_tokens\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x80 (\x00\x12$\n\x0btemperature\x18\x02 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x00@-\x00\x00\x00\x00\x12\x1e\n\x05top_p\x18\x03 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00\x12\x1e\n\x04stop\x18\x04 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x04\"\x06r\x04\x10\x01\x18@\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xb7\x01\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x38\n\x05start\x18\x02 \x01(\x0b\x32\'.switchboard.inference.v1.GenerateStartH\x00\x12:\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32(.switchboard.inference.v1.GenerateCancelH\x00\x42\x0f\n\x06\x61\x63tion\x12\x05\xbaH\x02\x08\x01\"\x81\x01\n\rGenerateStart\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1b\n\x06prompt\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x02\x12\x38\n\x06params\x18\x03 \x01(\x0b\x32(.switchboard.inference.v1.SamplingParams\"\x10\n\x0eGenerateCancel\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\xc3\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32$.switchboard.inference.v1.TokenDeltaH\x00\x12\x36\n\x04\x64one\x18\x03 \x01(\x0b\x32&.switchboard.inference.v1.GenerateDoneH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\")\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\x8c\x01\n\x0cGenerateDone\x12=\n\rfinish_reason\x18\x01 \x01(\x0e\x32&.switchboard.inference.v1.FinishReason\x12.\n\x05usage\x18\x02 \x01(\x0b\x32\x1f.switchboard.inference.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\"M\n\x0c\x45mbedRequest\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\"\n\x05texts\x18\x02 \x03(\tB\x13\xbaH\x10\x92\x01\r\x08\x01\x10\x80\x02\"\x06r\x04\x18\x80\x80\x04\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"W\n\rEmbedResponse\x12\x37\n\nembeddings\x18\x01 \x03(\x0b\x32#.switchboard.inference.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xa3\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x34\n\x06inputs\x18\x03 \x03(\x0b\x32$.switchboard.inference.v1.TensorSpec\x12\x35\n\x07outputs\x18\x04 \x03(\x0b\x32$.switchboard.inference.v1.TensorSpec\x12\r\n\x05ready\x18\x05 \x01(\x08\"I\n\x12ListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.switchboard.inference.v1.ModelInfo*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xbc\x02\n\x10InferenceService\x12\x65\n\x08Generate\x12).switchboard.inference.v1.GenerateRequest\x1a*.switchboard.inference.v1.GenerateResponse(\x01\x30\x01\x12X\n\x05\x45mbed\x12&.switchboard.inference.v1.EmbedRequest\x1a\'.switchboard.inference.v1.EmbedResponse\x12g\n\nListModels\x12+.switchboard.inference.v1.ListModelsRequest\x1a,.switchboard.inference.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(switchboard/inference/v1/inference.proto\x12\x18switchboard.inference.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x17google/rpc/status.proto\"\xa4\x01\n\x0eSamplingParams\x12\x1e\n\nmax_tokens\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x80 (\x00\x12$\n\x0btemperature\x18\x02 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x00@-\x00\x00\x00\x00\x12\x1e\n\x05top_p\x18\x03 \x01(\x02\x42\x0f\xbaH\x0c\n\n\x1d\x00\x00\x80?-\x00\x00\x00\x00\x12\x1e\n\x04stop\x18\x04 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x04\"\x06r\x04\x10\x01\x18@\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\xb7\x01\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x38\n\x05start\x18\x02 \x01(\x0b\x32\'.switchboard.inference.v1.GenerateStartH\x00\x12:\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32(.switchboard.inference.v1.GenerateCancelH\x00\x42\x0f\n\x06\x61\x63tion\x12\x05\xbaH\x02\x08\x01\"\xc6\x02\n\rGenerateStart\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x19\n\x06prompt\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x02\x12\x38\n\x06params\x18\x03 \x01(\x0b\x32(.switchboard.inference.v1.SamplingParams\x12\x42\n\x08messages\x18\x04 \x03(\x0b\x32%.switchboard.inference.v1.ChatMessageB\t\xbaH\x06\x92\x01\x03\x10\x80\x02:\x80\x01\xbaH}\x1a{\n\x14generate_start.input\x12-exactly one of prompt or messages must be set\x1a\x34(size(this.prompt) > 0) != (size(this.messages) > 0)\"W\n\x0b\x43hatMessage\x12,\n\x04role\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19R\x06systemR\x04userR\tassistant\x12\x1a\n\x07\x63ontent\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x02\"\x10\n\x0eGenerateCancel\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\xc3\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32$.switchboard.inference.v1.TokenDeltaH\x00\x12\x36\n\x04\x64one\x18\x03 \x01(\x0b\x32&.switchboard.inference.v1.GenerateDoneH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\")\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\x8c\x01\n\x0cGenerateDone\x12=\n\rfinish_reason\x18\x01 \x01(\x0e\x32&.switchboard.inference.v1.FinishReason\x12.\n\x05usage\x18\x02 \x01(\x0b\x32\x1f.switchboard.inference.v1.Usage\x12\r\n\x05model\x18\x03 \x01(\t\"M\n\x0c\x45mbedRequest\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\"\n\x05texts\x18\x02 \x03(\tB\x13\xbaH\x10\x92\x01\r\x08\x01\x10\x80\x02\"\x06r\x04\x18\x80\x80\x04\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"W\n\rEmbedResponse\x12\x37\n\nembeddings\x18\x01 \x03(\x0b\x32#.switchboard.inference.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"L\n\x12\x45xtractTextRequest\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1b\n\x05image\x18\x02 \x01(\x0c\x42\x0c\xbaH\tz\x07\x10\x01\x18\x80\x80\x80\x08\"9\n\x08TextLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x0b\n\x03\x62ox\x18\x03 \x03(\x02\"e\n\x13\x45xtractTextResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x31\n\x05lines\x18\x02 \x03(\x0b\x32\".switchboard.inference.v1.TextLine\x12\r\n\x05model\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xb4\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x06 \x03(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x34\n\x06inputs\x18\x03 \x03(\x0b\x32$.switchboard.inference.v1.TensorSpec\x12\x35\n\x07outputs\x18\x04 \x03(\x0b\x32$.switchboard.inference.v1.TensorSpec\x12\r\n\x05ready\x18\x05 \x01(\x08\"I\n\x12ListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.switchboard.inference.v1.ModelInfo*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xa8\x03\n\x10InferenceService\x12\x65\n\x08Generate\x12).switchboard.inference.v1.GenerateRequest\x1a*.switchboard.inference.v1.GenerateResponse(\x01\x30\x01\x12X\n\x05\x45mbed\x12&.switchboard.inference.v1.EmbedRequest\x1a\'.switchboard.inference.v1.EmbedResponse\x12j\n\x0b\x45xtractText\x12,.switchboard.inference.v1.ExtractTextRequest\x1a-.switchboard.inference.v1.ExtractTextResponse\x12g\n\nListModels\x12+.switchboard.inference.v1.ListModelsRequest\x1a,.switchboard.inference.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,43 +48,63 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATESTART'].fields_by_name['model']._loaded_options = None
   _globals['_GENERATESTART'].fields_by_name['model']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
   _globals['_GENERATESTART'].fields_by_name['prompt']._loaded_options = None
-  _globals['_GENERATESTART'].fields_by_name['prompt']._serialized_options = b'\272H\010r\006\020\001\030\200\200\002'
+  _globals['_GENERATESTART'].fields_by_name['prompt']._serialized_options = b'\272H\006r\004\030\200\200\002'
+  _globals['_GENERATESTART'].fields_by_name['messages']._loaded_options = None
+  _globals['_GENERATESTART'].fields_by_name['messages']._serialized_options = b'\272H\006\222\001\003\020\200\002'
+  _globals['_GENERATESTART']._loaded_options = None
+  _globals['_GENERATESTART']._serialized_options = b'\272H}\032{\n\024generate_start.input\022-exactly one of prompt or messages must be set\0324(size(this.prompt) > 0) != (size(this.messages) > 0)'
+  _globals['_CHATMESSAGE'].fields_by_name['role']._loaded_options = None
+  _globals['_CHATMESSAGE'].fields_by_name['role']._serialized_options = b'\272H\033r\031R\006systemR\004userR\tassistant'
+  _globals['_CHATMESSAGE'].fields_by_name['content']._loaded_options = None
+  _globals['_CHATMESSAGE'].fields_by_name['content']._serialized_options = b'\272H\006r\004\030\200\200\002'
   _globals['_EMBEDREQUEST'].fields_by_name['model']._loaded_options = None
   _globals['_EMBEDREQUEST'].fields_by_name['model']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
   _globals['_EMBEDREQUEST'].fields_by_name['texts']._loaded_options = None
   _globals['_EMBEDREQUEST'].fields_by_name['texts']._serialized_options = b'\272H\020\222\001\r\010\001\020\200\002\"\006r\004\030\200\200\004'
-  _globals['_FINISHREASON']._serialized_start=1590
-  _globals['_FINISHREASON']._serialized_end=1714
+  _globals['_EXTRACTTEXTREQUEST'].fields_by_name['model']._loaded_options = None
+  _globals['_EXTRACTTEXTREQUEST'].fields_by_name['model']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_EXTRACTTEXTREQUEST'].fields_by_name['image']._loaded_options = None
+  _globals['_EXTRACTTEXTREQUEST'].fields_by_name['image']._serialized_options = b'\272H\tz\007\020\001\030\200\200\200\010'
+  _globals['_FINISHREASON']._serialized_start=2133
+  _globals['_FINISHREASON']._serialized_end=2257
   _globals['_SAMPLINGPARAMS']._serialized_start=125
   _globals['_SAMPLINGPARAMS']._serialized_end=289
   _globals['_GENERATEREQUEST']._serialized_start=292
   _globals['_GENERATEREQUEST']._serialized_end=475
   _globals['_GENERATESTART']._serialized_start=478
-  _globals['_GENERATESTART']._serialized_end=607
-  _globals['_GENERATECANCEL']._serialized_start=609
-  _globals['_GENERATECANCEL']._serialized_end=625
-  _globals['_USAGE']._serialized_start=627
-  _globals['_USAGE']._serialized_end=684
-  _globals['_GENERATERESPONSE']._serialized_start=687
-  _globals['_GENERATERESPONSE']._serialized_end=882
-  _globals['_TOKENDELTA']._serialized_start=884
-  _globals['_TOKENDELTA']._serialized_end=925
-  _globals['_GENERATEDONE']._serialized_start=928
-  _globals['_GENERATEDONE']._serialized_end=1068
-  _globals['_EMBEDREQUEST']._serialized_start=1070
-  _globals['_EMBEDREQUEST']._serialized_end=1147
-  _globals['_EMBEDDING']._serialized_start=1149
-  _globals['_EMBEDDING']._serialized_end=1176
-  _globals['_EMBEDRESPONSE']._serialized_start=1178
-  _globals['_EMBEDRESPONSE']._serialized_end=1265
-  _globals['_LISTMODELSREQUEST']._serialized_start=1267
-  _globals['_LISTMODELSREQUEST']._serialized_end=1286
-  _globals['_TENSORSPEC']._serialized_start=1288
-  _globals['_TENSORSPEC']._serialized_end=1347
-  _globals['_MODELINFO']._serialized_start=1350
-  _globals['_MODELINFO']._serialized_end=1513
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1515
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1588
-  _globals['_INFERENCESERVICE']._serialized_start=1717
-  _globals['_INFERENCESERVICE']._serialized_end=2033
+  _globals['_GENERATESTART']._serialized_end=804
+  _globals['_CHATMESSAGE']._serialized_start=806
+  _globals['_CHATMESSAGE']._serialized_end=893
+  _globals['_GENERATECANCEL']._serialized_start=895
+  _globals['_GENERATECANCEL']._serialized_end=911
+  _globals['_USAGE']._serialized_start=913
+  _globals['_USAGE']._serialized_end=970
+  _globals['_GENERATERESPONSE']._serialized_start=973
+  _globals['_GENERATERESPONSE']._serialized_end=1168
+  _globals['_TOKENDELTA']._serialized_start=1170
+  _globals['_TOKENDELTA']._serialized_end=1211
+  _globals['_GENERATEDONE']._serialized_start=1214
+  _globals['_GENERATEDONE']._serialized_end=1354
+  _globals['_EMBEDREQUEST']._serialized_start=1356
+  _globals['_EMBEDREQUEST']._serialized_end=1433
+  _globals['_EMBEDDING']._serialized_start=1435
+  _globals['_EMBEDDING']._serialized_end=1462
+  _globals['_EMBEDRESPONSE']._serialized_start=1464
+  _globals['_EMBEDRESPONSE']._serialized_end=1551
+  _globals['_EXTRACTTEXTREQUEST']._serialized_start=1553
+  _globals['_EXTRACTTEXTREQUEST']._serialized_end=1629
+  _globals['_TEXTLINE']._serialized_start=1631
+  _globals['_TEXTLINE']._serialized_end=1688
+  _globals['_EXTRACTTEXTRESPONSE']._serialized_start=1690
+  _globals['_EXTRACTTEXTRESPONSE']._serialized_end=1791
+  _globals['_LISTMODELSREQUEST']._serialized_start=1793
+  _globals['_LISTMODELSREQUEST']._serialized_end=1812
+  _globals['_TENSORSPEC']._serialized_start=1814
+  _globals['_TENSORSPEC']._serialized_end=1873
+  _globals['_MODELINFO']._serialized_start=1876
+  _globals['_MODELINFO']._serialized_end=2056
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2058
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2131
+  _globals['_INFERENCESERVICE']._serialized_start=2260
+  _globals['_INFERENCESERVICE']._serialized_end=2684
 # @@protoc_insertion_point(module_scope)

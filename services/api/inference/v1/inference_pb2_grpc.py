@@ -46,6 +46,11 @@ class InferenceServiceStub:
                 request_serializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.ExtractText = channel.unary_unary(
+                '/switchboard.inference.v1.InferenceService/ExtractText',
+                request_serializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.ExtractTextRequest.SerializeToString,
+                response_deserializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.ExtractTextResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/switchboard.inference.v1.InferenceService/ListModels',
                 request_serializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
@@ -73,6 +78,13 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtractText(self, request, context):
+        """Reads the text in an image (OCR).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models that can be called and their schemas.
         """
@@ -92,6 +104,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
                     response_serializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
+            ),
+            'ExtractText': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtractText,
+                    request_deserializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.ExtractTextRequest.FromString,
+                    response_serializer=switchboard_dot_inference_dot_v1_dot_inference__pb2.ExtractTextResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -155,6 +172,33 @@ class InferenceService:
             '/switchboard.inference.v1.InferenceService/Embed',
             switchboard_dot_inference_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
             switchboard_dot_inference_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtractText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.inference.v1.InferenceService/ExtractText',
+            switchboard_dot_inference_dot_v1_dot_inference__pb2.ExtractTextRequest.SerializeToString,
+            switchboard_dot_inference_dot_v1_dot_inference__pb2.ExtractTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

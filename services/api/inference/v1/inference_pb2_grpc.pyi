@@ -41,6 +41,8 @@ class InferenceServiceStub:
     """
     Embed: _grpc.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]
     """Embeds a batch of texts."""
+    ExtractText: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ExtractTextRequest, _inference_pb2.ExtractTextResponse]
+    """Reads the text in an image (OCR)."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
     """Lists the models that can be called and their schemas."""
 
@@ -57,6 +59,8 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """
     Embed: _aio.UnaryUnaryMultiCallable[_inference_pb2.EmbedRequest, _inference_pb2.EmbedResponse]  # type: ignore[assignment]
     """Embeds a batch of texts."""
+    ExtractText: _aio.UnaryUnaryMultiCallable[_inference_pb2.ExtractTextRequest, _inference_pb2.ExtractTextResponse]  # type: ignore[assignment]
+    """Reads the text in an image (OCR)."""
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the models that can be called and their schemas."""
 
@@ -82,6 +86,14 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.EmbedResponse, _abc.Awaitable[_inference_pb2.EmbedResponse]]:
         """Embeds a batch of texts."""
+
+    @_abc_1.abstractmethod
+    def ExtractText(
+        self,
+        request: _inference_pb2.ExtractTextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.ExtractTextResponse, _abc.Awaitable[_inference_pb2.ExtractTextResponse]]:
+        """Reads the text in an image (OCR)."""
 
     @_abc_1.abstractmethod
     def ListModels(
