@@ -161,7 +161,10 @@ async def test_invalid_start_is_an_error_for_that_id(service: Service) -> None:
     assert end.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert reason_of(end.error) == "VALIDATION_FAILED"
     bad = detail_of(end.error, error_details_pb2.BadRequest)
-    assert [v.field for v in bad.field_violations] == ["start.prompt"]
+    # Neither prompt nor messages: the message-level rule names the start itself.
+    assert [(v.field, v.reason) for v in bad.field_violations] == [
+        ("start", "generate_start.input")
+    ]
     stream.start("fine", "a b")
     assert (await stream.until_end("fine"))[-1].done.finish_reason == pb.FINISH_REASON_STOP
 
