@@ -11,7 +11,7 @@ import pytest
 
 from switchboard.launcher.ports import Ports, free_block
 
-from ..stack import start_stack, stop_stack
+from ..stack import start_stack
 
 API_KEY = "sb-dev-key"
 
@@ -46,4 +46,4 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     try:
         yield Mesh(ports, state_dir)
     finally:
-        stop_stack(proc)
+        proc.stop()

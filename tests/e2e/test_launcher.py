@@ -15,7 +15,7 @@ import pytest
 
 from switchboard.launcher.ports import free_block
 
-from ..stack import start_stack, stop_stack
+from ..stack import start_stack
 from .conftest import Mesh
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def test_second_stack_status_kill_and_down(mesh: Mesh, tmp_path: Path) -> None:
 
         down = _cli("down", *where)
         assert down.returncode == 0, down.stderr
-        up.wait(timeout=60)
+        up.process.wait(timeout=60)
         assert _pids_mentioning(str(state_dir)) == []
     finally:
-        stop_stack(up)
+        up.stop()

@@ -19,7 +19,7 @@ from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.launcher.ports import Ports, free_block
 from switchboard.planner import process
 
-from ..stack import start_stack, stop_stack
+from ..stack import start_stack
 from .fake_inference import FakeInference
 from .support import Planner, running_planner, running_worker
 
@@ -46,7 +46,7 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     try:
         yield Infra(ports)
     finally:
-        stop_stack(proc)
+        proc.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -70,6 +70,12 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake does not embed")
         raise AssertionError("abort raises")
 
+    async def ExtractText(
+        self, request: pb.ExtractTextRequest, context: Any
+    ) -> pb.ExtractTextResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake does not read images")
+        raise AssertionError("abort raises")
+
     async def _read(
         self,
         requests: AsyncIterator[pb.GenerateRequest],
