@@ -6,7 +6,7 @@ BASE_PORT ?= 18000
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status proto proto-check lint fmt typecheck buf test test-e2e check clean
+.PHONY: help setup up down status proto proto-check lint fmt typecheck buf test test-e2e bench check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,8 @@ fmt: setup ## apply ruff format and fixes
 	$(VENV)/ruff format .
 	$(VENV)/ruff check --fix .
 
-typecheck: setup ## mypy --strict over the code and the tests
-	$(VENV)/mypy -p switchboard -p tests
+typecheck: setup ## mypy --strict over the code, the tests and the benchmarks
+	$(VENV)/mypy -p switchboard -p tests -p benchmarks
 
 buf: setup ## buf lint, format and breaking (against the main branch)
 	@scripts/buf-check
@@ -48,6 +48,9 @@ test: setup ## every test: unit, integration and end-to-end through Envoy
 
 test-e2e: setup ## only the end-to-end tests against a fresh local mesh
 	$(VENV)/pytest tests/e2e
+
+bench: setup ## inference benchmark: Triton direct vs service vs Envoy; writes docs/benchmarks.md
+	$(VENV)/python -m benchmarks.inference --write docs/benchmarks.md
 
 check: lint typecheck buf proto-check test ## everything CI runs
 

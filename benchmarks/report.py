@@ -1,0 +1,55 @@
+"""The benchmark's figures as the markdown page kept in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+EMBED_MODEL = "all-minilm-l6-v2"  # the model benchmarks.inference embeds with
+
+
+def report_markdown(rows: list[dict[str, Any]]) -> str:
+    def table(bench: str, columns: list[str]) -> str:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in rows:
+            if row["bench"] == bench:
+                lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+        return "\n".join(lines)
+
+    direct = {
+        (r["concurrency"]): r for r in rows if r["bench"] == "embed" and r["path"] == "direct"
+    }
+    ratios = []
+    for r in rows:
+        if r["bench"] == "embed" and r["path"] != "direct":
+            base = direct[r["concurrency"]]
+            ratios.append(
+                f"- {r['path']} at c={r['concurrency']}: p50 {r['p50_ms'] / base['p50_ms']:.2f}x,"
+                f" throughput {r['per_s'] / base['per_s']:.2f}x direct"
+            )
+    return (
+        "\n\n".join(
+            [
+                "# Benchmarks",
+                f"Latest run: {time.strftime('%Y-%m-%d')}, {platform.machine()}, CPU only "
+                "(2 cores; Triton, the mesh and the load generator share them). Reproduce with "
+                "`make bench` (`python -m benchmarks.inference --write docs/benchmarks.md`).",
+                f"## Embeddings (`{EMBED_MODEL}`, one text per call)",
+                table("embed", ["path", "concurrency", "p50_ms", "p99_ms", "per_s"]),
+                "Ratios against direct Triton in the same run:\n" + "\n".join(ratios),
+                "## Triton dynamic batching (concurrency 16)",
+                table("embed-batching", ["path", "avg_triton_batch"]),
+                "## Token streams (one generation at a time)",
+                table("stream", ["model", "path", "ttft_p50_ms", "ttft_p90_ms", "tokens_per_s"]),
+                "## Cancellation",
+                table(
+                    "cancel",
+                    ["model", "path", "tokens_after_cancel_max", "tokens_after_cancel_mean"],
+                ),
+                "Tokens after cancel: deltas the client still received after sending"
+                " `GenerateCancel` at the 5th token (they were already in flight).",
+            ]
+        )
+        + "\n"
+    )
