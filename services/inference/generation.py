@@ -1,14 +1,21 @@
-"""One generation: its own Triton stream, its deadlines, its metrics, its response events.
+"""One generation: its route, its Triton stream, its deadlines, its metrics, its events.
 
 A generation emits `delta`s and then exactly one terminal event, `done` or `error`. A cancel
 asked for by the client ends it with `done` FINISH_REASON_CANCELLED; a cancel for any other
 reason (the client dropped the whole stream, shutdown) ends it silently, since nobody is
 left to tell.
+
+The route's candidates are tried in turn until one streams, but only while no token has
+been sent: a client that has seen text from one model must not get the rest from another.
+Three deadlines bound it, all measured from the start (queueing included): the first
+token, the gap between tokens, and the whole generation. A deadline cancels that
+generation's Triton stream, which stops the backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from contextlib import aclosing
@@ -19,19 +26,27 @@ import prometheus_client
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common.errors import SwitchboardError, internal_status
 
-from .errors import BackendError, FirstTokenTimeout, GenerationTimeout
-from .models import Model
+from .errors import (
+    BackendError,
+    FirstTokenTimeout,
+    GenerationTimeout,
+    InterTokenTimeout,
+)
+from .models import CHAT, Route
+from .routing import Backend, Router, admitted
 from .triton import Finish, GenerateCall, TritonClient
 
 log = logging.getLogger(__name__)
 
 GENERATIONS_STARTED = prometheus_client.Counter(
-    "switchboard_inference_generations_started_total", "Generations started.", ["model"]
+    "switchboard_inference_generations_started_total",
+    "Generations started, by the name asked for (a model or an alias).",
+    ["model"],
 )
 GENERATIONS_FINISHED = prometheus_client.Counter(
     "switchboard_inference_generations_finished_total",
-    "Generations ended, by finish reason: stop, length, cancelled, error, or dropped (the"
-    " client's stream went away).",
+    "Generations ended, by the model that served (or was tried last) and finish reason:"
+    " stop, length, cancelled, error, or dropped (the client's stream went away).",
     ["model", "finish_reason"],
 )
 GENERATION_ERRORS = prometheus_client.Counter(
@@ -57,6 +72,8 @@ FINISH_REASONS = {
     "length": pb.FINISH_REASON_LENGTH,
     "cancelled": pb.FINISH_REASON_CANCELLED,
 }
+# The contract's seed is uint64; the chat model takes [0, 2**32 - 1] (llama.cpp's range).
+SEED_MASK = 2**32 - 1
 
 Emit = Callable[[pb.GenerateResponse], None]
 
@@ -65,6 +82,7 @@ Emit = Callable[[pb.GenerateResponse], None]
 class Limits:
     first_token_s: float
     total_s: float
+    inter_token_s: float
 
 
 class Generation:
@@ -73,20 +91,26 @@ class Generation:
     def __init__(
         self,
         request_id: str,
-        model: Model,
+        route: Route,
         start: pb.GenerateStart,
         *,
+        router: Router,
         triton: TritonClient,
         limits: Limits,
         emit: Emit,
+        log_fields: dict[str, str] | None = None,
     ) -> None:
         self.request_id = request_id
-        self.model = model
+        self.route = route
+        self.model = route.candidates[0]  # the one serving (or tried last) once it runs
         self._start = start
+        self._router = router
         self._triton = triton
         self._limits = limits
         self._emit = emit
+        self._extra = log_fields or {}
         self._tokens = 0
+        self._started = self._last_token = 0.0
         self._cancel_requested = False
         self._error_reason = ""
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +123,7 @@ class Generation:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
-        GENERATIONS_STARTED.labels(self.model.name).inc()
+        GENERATIONS_STARTED.labels(self.route.name).inc()
         ACTIVE_GENERATIONS.inc()
         outcome = "dropped"
         try:
@@ -109,10 +133,7 @@ class Generation:
         finally:
             ACTIVE_GENERATIONS.dec()
             GENERATIONS_FINISHED.labels(self.model.name, outcome).inc()
-            log.info(
-                "generation ended",
-                extra={"fields": self._log_fields(outcome)},
-            )
+            log.info("generation ended", extra={"fields": self._log_fields(outcome)})
 
     async def _outcome(self) -> tuple[pb.GenerateResponse, str]:
         rid = self.request_id
@@ -120,7 +141,7 @@ class Generation:
             done = self._done("cancelled", 0, 0)
             return pb.GenerateResponse(request_id=rid, done=done), "cancelled"
         try:
-            done = await self._stream()
+            done = await self._serve()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             # Only the client's cancel is answered; any other cancel (also) pending wins.
@@ -139,45 +160,90 @@ class Generation:
             return pb.GenerateResponse(request_id=rid, error=internal_status()), "error"
         return pb.GenerateResponse(request_id=rid, done=done), _reason_name(done)
 
-    async def _stream(self) -> pb.GenerateDone:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        limits = self._limits
-        call = self._call()
+    async def _serve(self) -> pb.GenerateDone:
+        self._started = asyncio.get_running_loop().time()
+        return await self._router.first_success(
+            self.route, self._attempt, may_fall_back=lambda _: self._tokens == 0
+        )
+
+    async def _attempt(self, backend: Backend) -> pb.GenerateDone:
+        self.model = backend.model
         try:
-            async with asyncio.timeout_at(started + min(limits.first_token_s, limits.total_s)) as t:
-                async with aclosing(self._triton.generate(call)) as events:
+            async with admitted(backend, wait_until=self._deadline()) as permit:
+                return await self._stream(permit.success)
+        except TimeoutError:  # only the wait for a slot: the stream converts its own
+            raise FirstTokenTimeout(
+                f"no token within {self._limits.first_token_s:g} s (waited for a slot)",
+                metadata={**self._meta(), "queued": "true"},
+            ) from None
+
+    async def _stream(self, proven: Callable[[], None]) -> pb.GenerateDone:
+        """One Triton stream; `proven` is called at the first token (the backend works)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(self._deadline()) as timer:
+                async with aclosing(self._triton.generate(self._call())) as events:
                     async for event in events:
                         if isinstance(event, Finish):
                             return self._finished(event)
                         if self._tokens == 0:
+                            proven()
                             TIME_TO_FIRST_TOKEN.labels(self.model.name).observe(
-                                loop.time() - started
+                                loop.time() - self._started
                             )
-                            t.reschedule(started + limits.total_s)
                         self._emit(self._delta(event.text))
+                        self._last_token = loop.time()
+                        timer.reschedule(self._deadline())
         except TimeoutError:
-            if self._tokens == 0:
-                raise FirstTokenTimeout(
-                    f"no token within {limits.first_token_s:g} s", metadata=self._meta()
-                ) from None
-            raise GenerationTimeout(
-                f"generation exceeded {limits.total_s:g} s", metadata=self._meta()
-            ) from None
+            raise self._timeout_error() from None
         raise BackendError("Triton stream ended without a finish", metadata=self._meta())
 
-    def _call(self) -> GenerateCall:
-        # proto3 has no presence for scalars: max_tokens 0 means "the model's default".
-        max_tokens = self._start.params.max_tokens or None
-        if not self.model.takes_max_tokens:
-            max_tokens = None
-        return GenerateCall(
-            model=self.model.triton_name,
-            prompt=self._start.prompt,
-            request_id=self.request_id,
-            max_tokens=max_tokens,
-            tokens_per_second=self.model.tokens_per_second,
+    def _deadline(self) -> float:
+        total = self._started + self._limits.total_s
+        if self._tokens == 0:
+            return min(self._started + self._limits.first_token_s, total)
+        return min(self._last_token + self._limits.inter_token_s, total)
+
+    def _timeout_error(self) -> SwitchboardError:
+        limits, meta = self._limits, self._meta()
+        if self._tokens == 0:
+            return FirstTokenTimeout(f"no token within {limits.first_token_s:g} s", metadata=meta)
+        if self._started + limits.total_s <= self._last_token + limits.inter_token_s:
+            return GenerationTimeout(f"generation exceeded {limits.total_s:g} s", metadata=meta)
+        return InterTokenTimeout(
+            f"no token for {limits.inter_token_s:g} s after token {self._tokens}", metadata=meta
         )
+
+    def _call(self) -> GenerateCall:
+        model, start = self.model, self._start
+        params = start.params
+        sampling = model.takes_sampling
+        return GenerateCall(
+            model=model.triton_name,
+            prompt=self._prompt(),
+            request_id=self.request_id,
+            # proto3 has no presence for scalars: max_tokens 0 means "the model's default".
+            max_tokens=(params.max_tokens or None) if model.takes_max_tokens else None,
+            tokens_per_second=model.tokens_per_second,
+            messages=self._messages() if model.style == CHAT else None,
+            temperature=params.temperature if sampling else None,
+            top_p=(params.top_p or None) if sampling else None,
+            stop=tuple(params.stop) if sampling else (),
+            seed=(params.seed & SEED_MASK or None) if sampling else None,
+        )
+
+    def _prompt(self) -> str:
+        # A raw model has no chat template: a conversation reaches it as its turns' text.
+        if self._start.prompt:
+            return self._start.prompt
+        return "\n".join(m.content for m in self._start.messages)
+
+    def _messages(self) -> str:
+        if self._start.prompt:
+            turns = [{"role": "user", "content": self._start.prompt}]
+        else:
+            turns = [{"role": m.role, "content": m.content} for m in self._start.messages]
+        return json.dumps(turns)
 
     def _delta(self, text: str) -> pb.GenerateResponse:
         delta = pb.TokenDelta(text=text, index=self._tokens)
@@ -202,7 +268,13 @@ class Generation:
         return {"model": self.model.name, "request_id": self.request_id}
 
     def _log_fields(self, outcome: str) -> dict[str, object]:
-        fields: dict[str, object] = {**self._meta(), "outcome": outcome, "tokens": self._tokens}
+        fields: dict[str, object] = {
+            **self._meta(),
+            **self._extra,
+            "route": self.route.name,
+            "outcome": outcome,
+            "tokens": self._tokens,
+        }
         if self._error_reason:
             fields["reason"] = self._error_reason
         return fields

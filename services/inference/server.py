@@ -17,34 +17,36 @@ from switchboard.common import telemetry
 from switchboard.common.grpcserver import build_server, set_serving
 
 from . import canary
+from .breaker import BreakerConfig
 from .config import Settings
 from .generation import Limits
-from .models import GENERATE, Model, default_catalog
-from .servicer import SERVICE_NAME, InferenceServicer
-from .session import Admission
+from .models import EMBED, GENERATE, OCR, Catalog, Route, default_catalog
+from .routing import Bounds, Router
+from .servicer import SERVICE_NAME, InferenceServicer, Options
 from .triton import TritonClient
+from .unary import RetryPolicy, UnaryCaller
 
 log = logging.getLogger(__name__)
 
 # grpc_health's stubs do not describe its asyncio servicer.
 HealthServicer = Any
 
-CANARY_MODEL = "test-streamer"
-
 
 @dataclass
 class Running:
-    """A started server; `serving` completes once the canary passed and health says so."""
+    """A started server; `serving` completes once the canary first passed."""
 
     server: grpc.aio.Server
     health: HealthServicer
     triton: TritonClient
-    serving: asyncio.Task[None]
+    router: Router
+    serving: asyncio.Future[None]
+    canary: asyncio.Task[None]
 
     async def stop(self, grace_s: float) -> None:
-        self.serving.cancel()
+        self.canary.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await self.serving
+            await self.canary
         await set_serving(self.health, [SERVICE_NAME], False)
         # In-flight streams get the grace period; then their generations are cancelled,
         # which cancels their Triton streams, before the channel to Triton closes.
@@ -52,14 +54,44 @@ class Running:
         await self.triton.close()
 
 
-async def start(settings: Settings) -> Running:
+def build_router(settings: Settings, catalog: Catalog) -> Router:
+    breaker = BreakerConfig(
+        window_calls=settings.breaker_window_calls,
+        window_s=settings.breaker_window_s,
+        failure_ratio=settings.breaker_failure_ratio,
+        min_calls=settings.breaker_min_calls,
+        open_s=settings.breaker_open_s,
+    )
+    bounds = {
+        GENERATE: Bounds(settings.max_concurrent_generations, settings.max_queued_generations),
+        EMBED: Bounds(settings.max_concurrent_embeds, settings.max_queued_embeds),
+        OCR: Bounds(settings.max_concurrent_ocr, settings.max_queued_ocr),
+    }
+    return Router(catalog, breaker, bounds, queue_retry_after_s=settings.queue_retry_after_s)
+
+
+def build_servicer(settings: Settings, router: Router, triton: TritonClient) -> InferenceServicer:
+    limits = Limits(
+        first_token_s=settings.first_token_timeout_s,
+        total_s=settings.generation_timeout_s,
+        inter_token_s=settings.inter_token_timeout_s,
+    )
+    options = Options(
+        limits, settings.embed_timeout_s, settings.extract_text_timeout_s, settings.embed_chunk_size
+    )
+    policy = RetryPolicy(
+        settings.unary_retries, settings.retry_backoff_s, settings.retry_max_backoff_s
+    )
+    return InferenceServicer(router, triton, UnaryCaller(router, policy), options)
+
+
+async def start(settings: Settings, catalog: Catalog | None = None) -> Running:
     """Builds and starts everything; health stays NOT_SERVING until the canary passes."""
     triton = TritonClient(settings.triton_grpc)
-    catalog = default_catalog(settings.test_streamer_tokens_per_second)
-    limits = Limits(settings.first_token_timeout_s, settings.generation_timeout_s)
-    servicer = InferenceServicer(
-        catalog, triton, Admission(settings.max_concurrent_generations), limits
-    )
+    catalog = catalog or default_catalog(settings.test_streamer_tokens_per_second)
+    routes = [catalog.route(name) for name in settings.canary_route_names]
+    router = build_router(settings, catalog)
+    servicer = build_servicer(settings, router, triton)
     server, health_servicer = build_server(
         f"{settings.host}:{settings.port}",
         register=[lambda s: inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, s)],
@@ -69,20 +101,44 @@ async def start(settings: Settings) -> Running:
     await set_serving(health_servicer, [SERVICE_NAME], False)
     await server.start()
     log.info("listening; waiting for the canary", extra={"fields": _fields(settings)})
-    model = catalog.resolve(CANARY_MODEL, GENERATE)
-    serving = asyncio.create_task(_become_serving(settings, triton, model, health_servicer))
-    return Running(server, health_servicer, triton, serving)
+    serving = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_health(settings, triton, router, routes, health_servicer, serving))
+    return Running(server, health_servicer, triton, router, serving, task)
 
 
-async def _become_serving(
+async def _health(
     settings: Settings,
     triton: TritonClient,
-    model: Model,
+    router: Router,
+    routes: list[Route],
     health_servicer: HealthServicer,
+    serving: asyncio.Future[None],
 ) -> None:
-    attempts = await canary.wait_until_healthy(triton, model)
-    await set_serving(health_servicer, [SERVICE_NAME], True)
-    log.info("ready", extra={"fields": {**_fields(settings), "canary_attempts": attempts}})
+    """SERVING once the canary passes; then the periodic canary keeps health honest."""
+    try:
+        attempts, served = await canary.wait_until_healthy(
+            triton, routes, timeout_s=settings.canary_timeout_s
+        )
+        await set_serving(health_servicer, [SERVICE_NAME], True)
+        serving.set_result(None)
+        fields = {**_fields(settings), "canary_attempts": attempts, "canary": served}
+        log.info("ready", extra={"fields": fields})
+
+        async def on_change(healthy: bool) -> None:
+            await set_serving(health_servicer, [SERVICE_NAME], healthy)
+
+        await canary.watch(
+            triton,
+            routes,
+            on_change,
+            interval_s=settings.canary_interval_s,
+            timeout_s=settings.canary_timeout_s,
+            fresh=lambda m: router.backend(m.name).breaker.succeeded_within(
+                settings.canary_interval_s
+            ),
+        )
+    finally:
+        serving.cancel()  # a no-op once it has passed
 
 
 def _fields(settings: Settings) -> dict[str, object]:

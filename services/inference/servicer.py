@@ -1,10 +1,11 @@
-"""InferenceService: multiplexed Generate, ListModels from Triton, Embed not yet."""
+"""InferenceService: multiplexed Generate, Embed, ExtractText and ListModels, over the router."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -15,11 +16,13 @@ from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.validation import validate
 
-from .errors import Unimplemented
+from . import embedding, ocr
 from .generation import Limits
-from .models import Catalog, Model
-from .session import Admission, Session
+from .models import EMBED, OCR, Model
+from .routing import Router
+from .session import Session
 from .triton import TritonClient
+from .unary import UnaryCaller
 
 log = logging.getLogger(__name__)
 
@@ -28,44 +31,79 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+@dataclass(frozen=True)
+class Options:
+    generation: Limits
+    embed_timeout_s: float
+    extract_text_timeout_s: float
+    embed_chunk_size: int
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(
-        self, catalog: Catalog, triton: TritonClient, admission: Admission, limits: Limits
+        self, router: Router, triton: TritonClient, unary: UnaryCaller, options: Options
     ) -> None:
-        self._catalog = catalog
+        self._router = router
         self._triton = triton
-        self._admission = admission
-        self._limits = limits
+        self._unary = unary
+        self._options = options
 
     async def Generate(
         self, request_iterator: AsyncIterator[pb.GenerateRequest], context: Context
     ) -> AsyncIterator[pb.GenerateResponse]:
-        _bind_job(context)
-        session = Session(self._catalog, self._triton, self._admission, self._limits)
+        fields = _bind(context)
+        log.info("generate stream opened", extra={"fields": fields})
+        session = Session(self._router, self._triton, self._options.generation, fields)
         async for response in session.responses(request_iterator):
             yield response
 
     async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
-        _bind_job(context)
+        fields = _bind(context)
         validate(request)
-        # The catalog has no embedding model yet; say so instead of pretending.
-        raise Unimplemented("Embed is not implemented yet: no embedding model is deployed")
+        route = self._router.resolve(request.model, EMBED)
+        texts, chunk = list(request.texts), self._options.embed_chunk_size
+
+        async def work(model: Model, timeout_s: float) -> embedding.Vectors:
+            return await embedding.embed(self._triton, model, texts, timeout_s, chunk)
+
+        timeout_s = _timeout(self._options.embed_timeout_s, context)
+        vectors, model = await self._unary.call(route, work, timeout_s)
+        log.debug("embedded", extra={"fields": {**fields, "model": model.name, "n": len(texts)}})
+        return pb.EmbedResponse(
+            embeddings=[pb.Embedding(values=row) for row in vectors.tolist()], model=model.name
+        )
+
+    async def ExtractText(
+        self, request: pb.ExtractTextRequest, context: Context
+    ) -> pb.ExtractTextResponse:
+        fields = _bind(context)
+        validate(request)
+        route = self._router.resolve(request.model, OCR)
+
+        async def work(model: Model, timeout_s: float) -> pb.ExtractTextResponse:
+            return await ocr.extract_text(self._triton, model, request.image, timeout_s)
+
+        timeout_s = _timeout(self._options.extract_text_timeout_s, context)
+        response, model = await self._unary.call(route, work, timeout_s)
+        log.debug("text extracted", extra={"fields": {**fields, "model": model.name}})
+        return response
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
         validate(request)
-        infos = await asyncio.gather(*(self._describe(model) for model in self._catalog))
+        infos = await asyncio.gather(*(self._describe(model) for model in self._router.catalog))
         return pb.ListModelsResponse(models=infos)
 
     async def _describe(self, model: Model) -> pb.ModelInfo:
-        info = pb.ModelInfo(name=model.name, task=model.task)
+        aliases = self._router.catalog.aliases_of(model)
+        info = pb.ModelInfo(name=model.name, task=model.task, aliases=aliases)
         try:
             info.ready = await self._triton.model_ready(model.triton_name)
             metadata = await self._triton.model_metadata(model.triton_name)
         except SwitchboardError as exc:
             # One model Triton cannot describe must not hide the others: list it not ready.
-            log.warning(
+            log.info(
                 "cannot describe model",
                 extra={"fields": {"model": model.name, "reason": exc.reason}},
             )
@@ -78,8 +116,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         return info
 
 
-def _bind_job(context: Context) -> None:
-    """Logs of this call (and the tasks it starts) carry the caller's job id."""
+def _bind(context: Context) -> dict[str, str]:
+    """Logs of this call (and the tasks it starts) carry the caller's job id; the session id
+    (Envoy hashes on it to keep a session on one replica) comes back as a log field."""
+    fields = {}
     for key, value in context.invocation_metadata() or ():
         if key == "x-job-id" and isinstance(value, str):
             telemetry.job_id_var.set(value)
+        elif key == "x-session-id" and isinstance(value, str):
+            fields["session_id"] = value
+    return fields
+
+
+def _timeout(configured_s: float, context: Context) -> float:
+    """The call's deadline: ours, or the client's when that is sooner."""
+    remaining = context.time_remaining()
+    return configured_s if remaining is None else min(configured_s, remaining)

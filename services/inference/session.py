@@ -17,42 +17,29 @@ from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.validation import validate
 
-from .errors import DuplicateRequestId, queue_full
+from .errors import DuplicateRequestId
 from .generation import Generation, Limits
-from .models import GENERATE, Catalog
+from .models import GENERATE
+from .routing import Router
 from .triton import TritonClient
 
 log = logging.getLogger(__name__)
 
-QUEUE_FULL_RETRY_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
-
-
-class Admission:
-    """Caps generations across all streams of the process; over the cap is refused at once."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-
-    def try_acquire(self) -> bool:
-        if self.running >= self.limit:
-            return False
-        self.running += 1
-        return True
-
-    def release(self) -> None:
-        self.running -= 1
 
 
 class Session:
     def __init__(
-        self, catalog: Catalog, triton: TritonClient, admission: Admission, limits: Limits
+        self,
+        router: Router,
+        triton: TritonClient,
+        limits: Limits,
+        log_fields: dict[str, str] | None = None,
     ) -> None:
-        self._catalog = catalog
+        self._router = router
         self._triton = triton
-        self._admission = admission
         self._limits = limits
+        self._log_fields = log_fields or {}
         # Unbounded on purpose: emitting never blocks, so a generation's terminal event can
         # never be lost to a cancel; every generation's output is finite anyway.
         self._queue: asyncio.Queue[pb.GenerateResponse | None] = asyncio.Queue()
@@ -107,16 +94,17 @@ class Session:
                 f"request_id {request_id!r} is already open on this stream",
                 metadata={"request_id": request_id},
             )
-        model = self._catalog.resolve(start.model, GENERATE)
-        if not self._admission.try_acquire():
-            raise queue_full(self._admission.limit, QUEUE_FULL_RETRY_S)
+        # Bounds and breakers are per model, so they apply as each candidate is tried.
+        route = self._router.resolve(start.model, GENERATE)
         generation = Generation(
             request_id,
-            model,
+            route,
             start,
+            router=self._router,
             triton=self._triton,
             limits=self._limits,
             emit=self._queue.put_nowait,
+            log_fields=self._log_fields,
         )
         self._open[request_id] = generation
         task = asyncio.create_task(generation.run())
@@ -127,7 +115,6 @@ class Session:
     def _finished(self, generation: Generation, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._open.pop(generation.request_id, None)
-        self._admission.release()
 
     async def _close(self, reader: asyncio.Task[None]) -> None:
         """Cancels whatever is still running; after a clean end that is nothing."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import tritonclient.grpc.aio as triton_aio
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2_grpc
 
@@ -24,12 +25,22 @@ from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.inference import server, triton_launch
 from switchboard.inference.config import Settings
+from switchboard.inference.models import Catalog
+from switchboard.inference.routing import Router
 
 from ..stack import free_ports
 
-WAIT_S = 15.0
+WAIT_S = 30.0  # real models share 2 cores with everything else
 TRITON_READY_TIMEOUT_S = 120.0
-TRITON_MODELS = ("test-streamer", "test-fail")
+TRITON_MODELS = (
+    "test-streamer",
+    "test-fail",
+    "test-echo-embed",
+    "test-hang",
+    "smollm2-135m-instruct",
+    "all-minilm-l6-v2",
+    "ppocr-v4",
+)
 RATE = 50.0  # test-streamer tokens/s in the tests: slow enough to cancel mid-way
 
 
@@ -44,14 +55,28 @@ class TritonProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     async def cancelled_after(self, request_id: str) -> int:
-        """How many tokens test-streamer had sent when it saw this request cancelled."""
-        pattern = re.compile(rf"request '{re.escape(request_id)}' cancelled after (\d+) tokens")
+        """How many tokens a streaming model had sent when it saw this request cancelled."""
+        pattern = rf"request '{re.escape(request_id)}' cancelled after (\d+) tokens"
+        return int((await self.logged(pattern)).group(1))
+
+    async def logged(self, pattern: str) -> re.Match[str]:
+        """The first line of Triton's log matching `pattern`, waiting for it a bounded time."""
+        compiled = re.compile(pattern)
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
-            if match := pattern.search(self.log.read_text(errors="replace")):
-                return int(match.group(1))
+            if match := compiled.search(self.log.read_text(errors="replace")):
+                return match
             await asyncio.sleep(0.05)
-        raise AssertionError(f"Triton never logged {request_id!r} as cancelled:\n{self.tail()}")
+        raise AssertionError(f"Triton never logged {pattern!r}:\n{self.tail()}")
+
+    async def inference_count(self, model: str) -> int:
+        """Requests Triton has run on a model, failed ones included (its statistics)."""
+        client = triton_aio.InferenceServerClient(self.grpc_address)
+        try:
+            stats = await client.get_inference_statistics(model, as_json=True)
+        finally:
+            await client.close()
+        return int(stats["model_stats"][0].get("inference_count", 0))
 
 
 def launch_triton(state_dir: Path) -> TritonProcess:
@@ -122,13 +147,21 @@ class Service:
         self.stub = inference_pb2_grpc.InferenceServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
+    @property
+    def router(self) -> Router:
+        return self.running.router
+
     def stream(self, metadata: tuple[tuple[str, str], ...] = ()) -> GenerateStream:
         return GenerateStream(self.stub, metadata)
 
 
 @asynccontextmanager
 async def running_service(
-    triton_grpc: str, *, wait_serving: bool = True, **overrides: Any
+    triton_grpc: str,
+    *,
+    wait_serving: bool = True,
+    catalog: Catalog | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Service]:
     """The service started by server.start(), on a free port, stopped on exit.
 
@@ -137,7 +170,7 @@ async def running_service(
     (port,) = free_ports(1)
     defaults = Settings(port=port, triton_grpc=triton_grpc, test_streamer_tokens_per_second=RATE)
     settings = replace(defaults, **overrides)
-    running = await server.start(settings)
+    running = await server.start(settings, catalog)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         if wait_serving:
@@ -164,6 +197,13 @@ class GenerateStream:
         self, request_id: str, prompt: str, model: str = "test-streamer", **params: Any
     ) -> None:
         start = pb.GenerateStart(model=model, prompt=prompt, params=pb.SamplingParams(**params))
+        self._requests.put_nowait(pb.GenerateRequest(request_id=request_id, start=start))
+
+    def chat(
+        self, request_id: str, messages: list[tuple[str, str]], model: str, **params: Any
+    ) -> None:
+        turns = [pb.ChatMessage(role=role, content=content) for role, content in messages]
+        start = pb.GenerateStart(model=model, messages=turns, params=pb.SamplingParams(**params))
         self._requests.put_nowait(pb.GenerateRequest(request_id=request_id, start=start))
 
     def cancel(self, request_id: str) -> None:
@@ -229,3 +269,48 @@ def detail_of(status: status_pb2.Status, kind: type[Any]) -> Any:
         if detail.Unpack(message):
             return message
     raise AssertionError(f"no {kind.__name__} in {status}")
+
+
+class TcpProxy:
+    """A TCP forwarder to Triton that a test can cut and restore: a real outage on the wire."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        (self.port,) = free_ports(1)
+        self.address = f"127.0.0.1:{self.port}"
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Stops listening and drops every open connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.transport.abort()

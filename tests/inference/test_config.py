@@ -12,8 +12,14 @@ def test_defaults() -> None:
 
     assert (settings.host, settings.port, settings.metrics_port) == ("127.0.0.1", 50061, 9103)
     assert settings.max_concurrent_generations == 64
-    assert settings.first_token_timeout_s == 30
+    assert (settings.first_token_timeout_s, settings.inter_token_timeout_s) == (30, 30)
     assert settings.generation_timeout_s == 300
+    assert (settings.breaker_window_calls, settings.breaker_window_s) == (20, 60)
+    assert (settings.breaker_failure_ratio, settings.breaker_min_calls) == (0.5, 5)
+    assert settings.breaker_open_s == 30
+    assert settings.unary_retries == 2
+    assert settings.canary_interval_s == 10
+    assert settings.canary_route_names == ("default-chat", "default-embed", "test-streamer")
     assert settings.test_streamer_tokens_per_second == 0
 
 
@@ -25,7 +31,11 @@ def test_values_from_the_environment() -> None:
             "SWITCHBOARD_INFERENCE_TRITON_GRPC": "triton:8001",
             "SWITCHBOARD_INFERENCE_LOG_LEVEL": "DEBUG",
             "SWITCHBOARD_INFERENCE_MAX_CONCURRENT_GENERATIONS": "3",
+            "SWITCHBOARD_INFERENCE_MAX_QUEUED_OCR": "0",
             "SWITCHBOARD_INFERENCE_FIRST_TOKEN_TIMEOUT_S": "1.5",
+            "SWITCHBOARD_INFERENCE_INTER_TOKEN_TIMEOUT_S": "2.5",
+            "SWITCHBOARD_INFERENCE_BREAKER_OPEN_S": "4",
+            "SWITCHBOARD_INFERENCE_CANARY_ROUTES": " test-streamer , default-embed ",
             "SWITCHBOARD_INFERENCE_TEST_STREAMER_TOKENS_PER_SECOND": "50",
             "OTHER_PORT": "1",
         }
@@ -35,7 +45,10 @@ def test_values_from_the_environment() -> None:
     assert settings.triton_grpc == "triton:8001"
     assert settings.log_level == "DEBUG"
     assert settings.max_concurrent_generations == 3
-    assert settings.first_token_timeout_s == 1.5
+    assert settings.max_queued_ocr == 0
+    assert (settings.first_token_timeout_s, settings.inter_token_timeout_s) == (1.5, 2.5)
+    assert settings.breaker_open_s == 4
+    assert settings.canary_route_names == ("test-streamer", "default-embed")
     assert settings.test_streamer_tokens_per_second == 50
 
 
@@ -43,8 +56,13 @@ def test_values_from_the_environment() -> None:
     ("name", "value", "message"),
     [
         ("PORT", "http", "must be an integer"),
+        ("BREAKER_OPEN_S", "soon", "must be a number"),
         ("MAX_CONCURRENT_GENERATIONS", "0", "must be positive"),
+        ("MAX_QUEUED_EMBEDS", "-1", ">= 0"),
         ("GENERATION_TIMEOUT_S", "-1", "must be positive"),
+        ("INTER_TOKEN_TIMEOUT_S", "0", "must be positive"),
+        ("BREAKER_FAILURE_RATIO", "1.5", "in \\(0, 1\\]"),
+        ("CANARY_ROUTES", " , ", "at least one route"),
         ("TEST_STREAMER_TOKENS_PER_SECOND", "-5", ">= 0"),
     ],
 )

@@ -1,21 +1,54 @@
-"""The model catalog: names, aliases and tasks."""
+"""The model catalog: names, aliases, fallbacks and tasks."""
 
 from __future__ import annotations
 
 import pytest
 
 from switchboard.inference.errors import ModelNotFound, ModelTaskMismatch
-from switchboard.inference.models import EMBED, GENERATE, Catalog, Model, default_catalog
+from switchboard.inference.models import EMBED, GENERATE, OCR, Catalog, Model, default_catalog
 
 
-def test_default_catalog_resolves_names_and_the_alias() -> None:
-    catalog = default_catalog(test_streamer_tokens_per_second=7)
+def _names(catalog: Catalog, name: str, task: str) -> list[str]:
+    return [m.name for m in catalog.resolve(name, task).candidates]
 
-    assert catalog.resolve("test-streamer", GENERATE).triton_name == "test-streamer"
-    assert catalog.resolve("default-chat", GENERATE).name == "test-streamer"
-    assert catalog.resolve("default-chat", GENERATE).tokens_per_second == 7
-    assert catalog.resolve("test-fail", GENERATE).triton_name == "test-fail"
-    assert [m.name for m in catalog] == ["test-streamer", "test-fail"]
+
+def test_default_routes_and_their_fallbacks() -> None:
+    catalog = default_catalog()
+
+    assert _names(catalog, "default-chat", GENERATE) == ["smollm2-135m-instruct"]
+    assert _names(catalog, "default-embed", EMBED) == ["all-minilm-l6-v2"]
+    assert _names(catalog, "default-ocr", OCR) == ["ppocr-v4"]
+    assert _names(catalog, "test-flaky-chat", GENERATE) == ["test-fail", "test-streamer"]
+    # A model's own name is that model only: no silent substitution.
+    assert _names(catalog, "test-fail", GENERATE) == ["test-fail"]
+
+
+def test_every_model_has_its_task_and_style() -> None:
+    models = {m.name: m for m in default_catalog(test_streamer_tokens_per_second=7)}
+
+    assert {name: m.task for name, m in models.items()} == {
+        "smollm2-135m-instruct": GENERATE,
+        "test-streamer": GENERATE,
+        "test-fail": GENERATE,
+        "test-hang": GENERATE,
+        "all-minilm-l6-v2": EMBED,
+        "test-echo-embed": EMBED,
+        "ppocr-v4": OCR,
+    }
+    chat = models["smollm2-135m-instruct"]
+    assert (chat.style, chat.takes_max_tokens, chat.takes_sampling) == ("chat", True, True)
+    assert models["test-streamer"].tokens_per_second == 7
+    assert models["all-minilm-l6-v2"].max_batch_size == 32
+    assert models["all-minilm-l6-v2"].batched and not models["ppocr-v4"].batched
+
+
+def test_aliases_are_listed_on_their_first_choice() -> None:
+    catalog = default_catalog()
+    models = {m.name: m for m in catalog}
+
+    assert catalog.aliases_of(models["smollm2-135m-instruct"]) == ("default-chat",)
+    assert catalog.aliases_of(models["test-fail"]) == ("test-flaky-chat",)
+    assert catalog.aliases_of(models["test-streamer"]) == ()
 
 
 def test_unknown_name_is_model_not_found() -> None:
@@ -26,20 +59,31 @@ def test_unknown_name_is_model_not_found() -> None:
     assert raised.value.metadata == {"model": "gpt-17"}
 
 
-def test_wrong_task_is_refused() -> None:
-    catalog = Catalog([Model("embedder", "embedder", EMBED)])
-
+@pytest.mark.parametrize(
+    ("name", "task"), [("all-minilm-l6-v2", GENERATE), ("default-chat", EMBED)]
+)
+def test_wrong_task_is_refused(name: str, task: str) -> None:
     with pytest.raises(ModelTaskMismatch) as raised:
-        catalog.resolve("embedder", GENERATE)
+        default_catalog().resolve(name, task)
 
     assert raised.value.reason == "MODEL_TASK_MISMATCH"
 
 
-def test_a_name_defined_twice_is_rejected() -> None:
+@pytest.mark.parametrize(
+    ("aliases", "message"),
+    [
+        ({"a": ["b"]}, "defined twice"),
+        ({"chat": ["nope"]}, "needs known models"),
+        ({"chat": []}, "needs known models"),
+        ({"mixed": ["a", "e"]}, "mixes tasks"),
+    ],
+)
+def test_bad_tables_are_rejected(aliases: dict[str, list[str]], message: str) -> None:
+    models = [Model("a", "a", GENERATE), Model("b", "b", GENERATE), Model("e", "e", EMBED)]
+    with pytest.raises(ValueError, match=message):
+        Catalog(models, aliases)
+
+
+def test_a_model_defined_twice_is_rejected() -> None:
     with pytest.raises(ValueError, match="defined twice"):
-        Catalog(
-            [
-                Model("a", "a", GENERATE, aliases=("chat",)),
-                Model("b", "b", GENERATE, aliases=("chat",)),
-            ]
-        )
+        Catalog([Model("a", "a", GENERATE), Model("a", "b", GENERATE)])

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard.inference.servicer import SERVICE_NAME
 
 from ..stack import free_ports
-from .support import WAIT_S, Service, TritonProcess, running_service
+from .support import WAIT_S, Service, TcpProxy, TritonProcess, running_service
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,6 +45,37 @@ async def test_not_serving_while_the_canary_cannot_pass() -> None:
         assert not service.running.serving.done()
 
     assert statuses == [NOT_SERVING, NOT_SERVING]
+
+
+async def _until_health(service: Service, status: int) -> float:
+    """Seconds until health reports `status`, polled every 50 ms up to WAIT_S."""
+    started = time.monotonic()
+    while time.monotonic() - started < WAIT_S:
+        if await _health(service.health, SERVICE_NAME) == status:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {status}")
+
+
+@pytest.mark.asyncio
+async def test_the_periodic_canary_follows_triton_down_and_up(
+    triton_server: TritonProcess,
+) -> None:
+    proxy = TcpProxy(triton_server.grpc_address)
+    await proxy.start()
+    try:
+        async with running_service(
+            proxy.address, canary_interval_s=0.2, canary_timeout_s=2
+        ) as service:
+            assert await _health(service.health, SERVICE_NAME) == SERVING
+            await proxy.cut()
+            await _until_health(service, NOT_SERVING)
+            assert await _health(service.health, "") == NOT_SERVING
+            await proxy.start()
+            await _until_health(service, SERVING)
+            assert await _health(service.health, "") == SERVING
+    finally:
+        await proxy.cut()
 
 
 def _wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:

@@ -10,6 +10,7 @@ from google.rpc import error_details_pb2
 from prometheus_client import REGISTRY
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
+from switchboard.inference.breaker import State
 
 from .support import (
     Service,
@@ -41,16 +42,35 @@ async def test_generation_streams_tokens_then_done_with_usage(service: Service) 
 
 
 @pytest.mark.asyncio
-async def test_alias_and_max_tokens(service: Service) -> None:
+async def test_the_default_chat_alias_serves_the_chat_model_with_max_tokens(
+    service: Service,
+) -> None:
     stream = service.stream()
-    stream.start("short", "one two three", model="default-chat", max_tokens=3)
+    stream.start("short", "Say hello.", model="default-chat", max_tokens=3)
 
     *tokens, end = await stream.until_end("short")
 
-    assert deltas(tokens) == expected_tokens("one two three", 3)
+    assert 1 <= len(deltas(tokens)) <= 3  # a delta may hold more than one token
     assert end.done.finish_reason == pb.FINISH_REASON_LENGTH
     assert end.done.usage.completion_tokens == 3
-    assert end.done.model == "test-streamer"  # the model that served, not the alias
+    assert end.done.usage.prompt_tokens > 3  # the chat template wraps the prompt
+    assert end.done.model == "smollm2-135m-instruct"  # the model that served, not the alias
+
+
+@pytest.mark.asyncio
+async def test_a_conversation_reaches_the_chat_model_and_greedy_is_repeatable(
+    service: Service,
+) -> None:
+    stream = service.stream()
+    turns = [("system", "Answer in one word."), ("user", "What colour is the sky?")]
+    texts = []
+    for request_id in ("c1", "c2"):
+        stream.chat(request_id, turns, model="smollm2-135m-instruct", max_tokens=8)
+        events = await stream.until_end(request_id)
+        assert events[-1].done.finish_reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_LENGTH)
+        texts.append("".join(deltas(events)))
+
+    assert texts[0].strip() and texts[0] == texts[1]
 
 
 @pytest.mark.asyncio
@@ -201,7 +221,9 @@ async def test_duplicate_open_request_id_is_refused(service: Service) -> None:
 
 @pytest.mark.asyncio
 async def test_over_the_limit_is_queue_full_with_retry_info(triton_server: TritonProcess) -> None:
-    async with running_service(triton_server.grpc_address, max_concurrent_generations=1) as service:
+    async with running_service(
+        triton_server.grpc_address, max_concurrent_generations=1, max_queued_generations=0
+    ) as service:
         stream = service.stream()
         stream.start("long", prompt_of(50))
         await stream.next()
@@ -221,3 +243,130 @@ async def test_over_the_limit_is_queue_full_with_retry_info(triton_server: Trito
     assert reason_of(refusal.error) == "QUEUE_FULL"
     assert detail_of(refusal.error, error_details_pb2.RetryInfo).retry_delay.seconds == 1
     assert retried[-1].done.finish_reason == pb.FINISH_REASON_STOP
+
+
+@pytest.mark.asyncio
+async def test_a_queued_generation_starts_when_a_slot_frees(triton_server: TritonProcess) -> None:
+    async with running_service(
+        triton_server.grpc_address, max_concurrent_generations=1, max_queued_generations=1
+    ) as service:
+        stream = service.stream()
+        stream.start("first", prompt_of(10))  # 20 tokens: 0.4 s at 50 tokens/s
+        await stream.next()
+        stream.start("waits", "a b")
+        events: dict[str, list[pb.GenerateResponse]] = defaultdict(list)
+        while len([e for e in events.values() if e[-1].WhichOneof("event") != "delta"]) < 2:
+            response = await stream.next()
+            events[response.request_id].append(response)
+        queued = service.router.backend("test-streamer").admission
+
+    # The second waited in line instead of being refused, and ran after the first.
+    assert deltas(events["waits"]) == expected_tokens("a b", 4)
+    assert events["waits"][-1].done.finish_reason == pb.FINISH_REASON_STOP
+    assert (queued.in_flight, queued.queued) == (0, 0)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0
+
+
+@pytest.mark.asyncio
+async def test_a_flaky_route_falls_back_and_then_skips_the_failing_model(
+    service: Service, triton_server: TritonProcess
+) -> None:
+    fallbacks = "switchboard_inference_fallbacks_total"
+    skips_before = _sample(
+        fallbacks, route="test-flaky-chat", model="test-fail", reason="CIRCUIT_OPEN"
+    )
+    calls_before = await triton_server.inference_count("test-fail")
+    stream = service.stream()
+    # Default breaker: open at >= 50 % failures once 5 calls were seen.
+    for i in range(5):
+        stream.start(f"f{i}", "one two", model="test-flaky-chat")
+        *tokens, end = await stream.until_end(f"f{i}")
+        assert (deltas(tokens), end.done.model) == (expected_tokens("one two", 4), "test-streamer")
+    breaker = service.router.backend("test-fail").breaker
+    assert breaker.state is State.OPEN
+    assert _sample("switchboard_inference_breaker_state", model="test-fail") == 2
+    assert await triton_server.inference_count("test-fail") == calls_before + 5
+
+    for i in range(3):
+        stream.start(f"s{i}", "one two", model="test-flaky-chat")
+        assert (await stream.until_end(f"s{i}"))[-1].done.model == "test-streamer"
+
+    # Skipped without a call: Triton ran test-fail no more.
+    assert await triton_server.inference_count("test-fail") == calls_before + 5
+    skips = _sample(fallbacks, route="test-flaky-chat", model="test-fail", reason="CIRCUIT_OPEN")
+    assert skips == skips_before + 3
+
+
+@pytest.mark.asyncio
+async def test_an_open_breaker_without_fallback_is_circuit_open_with_retry_info(
+    triton_server: TritonProcess,
+) -> None:
+    async with running_service(
+        triton_server.grpc_address, breaker_min_calls=2, breaker_open_s=20
+    ) as service:
+        stream = service.stream()
+        for i in range(2):
+            stream.start(f"f{i}", "boom", model="test-fail")
+            assert reason_of((await stream.until_end(f"f{i}"))[-1].error) == "BACKEND_ERROR"
+        stream.start("refused", "boom", model="test-fail")
+        (end,) = await stream.until_end("refused")
+
+    assert end.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert reason_of(end.error) == "CIRCUIT_OPEN"
+    delay = detail_of(end.error, error_details_pb2.RetryInfo).retry_delay
+    assert 15 <= delay.seconds <= 20
+
+
+@pytest.mark.asyncio
+async def test_a_hung_model_is_first_token_timeout_and_is_cancelled(
+    triton_server: TritonProcess,
+) -> None:
+    async with running_service(triton_server.grpc_address, first_token_timeout_s=0.3) as service:
+        stream = service.stream()
+        request_id = unique("hang")
+        stream.start(request_id, "anyone there?", model="test-hang")
+        (end,) = await stream.until_end(request_id)
+
+    assert end.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert reason_of(end.error) == "FIRST_TOKEN_TIMEOUT"
+    await triton_server.logged(rf"test-hang: request '{request_id}' cancelled")
+
+
+@pytest.mark.asyncio
+async def test_cancel_one_of_three_smollm2_generations(
+    service: Service, triton_server: TritonProcess
+) -> None:
+    """The issue's acceptance test: on one stream, three generations on the real chat model;
+    cancelling one stops it, and the model's own work, while the other two complete."""
+    stream = service.stream()
+    ids = [unique("smol") for _ in range(3)]
+    for request_id in ids:
+        stream.start(
+            request_id, "Tell me a story about a robot.", model="default-chat", max_tokens=40
+        )
+    events: dict[str, list[pb.GenerateResponse]] = defaultdict(list)
+    victim = ""
+    while len([i for i in ids if events[i] and events[i][-1].WhichOneof("event") != "delta"]) < 3:
+        response = await stream.next()
+        events[response.request_id].append(response)
+        # The model runs one generation at a time: cancel the first to reach 3 deltas.
+        if not victim and len(deltas(events[response.request_id])) == 3:
+            victim = response.request_id
+            stream.cancel(victim)
+    stream.half_close()
+
+    ends = {i: events[i][-1] for i in ids}
+    assert ends[victim].done.finish_reason == pb.FINISH_REASON_CANCELLED
+    assert ends[victim].done.model == "smollm2-135m-instruct"
+    assert len(deltas(events[victim])) <= 3 + 2
+    assert await triton_server.cancelled_after(victim) <= 3 + 2
+    for request_id in set(ids) - {victim}:
+        done = ends[request_id].done
+        assert done.finish_reason in (pb.FINISH_REASON_LENGTH, pb.FINISH_REASON_STOP)
+        assert done.model == "smollm2-135m-instruct"
+        assert 0 < done.usage.completion_tokens <= 40
+        assert "".join(deltas(events[request_id])).strip()
+    assert await stream.call.code() == grpc.StatusCode.OK

@@ -8,8 +8,16 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from tritonclient.grpc import service_pb2
 
-from switchboard.inference.errors import BackendError, BackendUnavailable, ModelNotFound
+from switchboard.inference import tensors
+from switchboard.inference import triton as triton_module
+from switchboard.inference.errors import (
+    BackendError,
+    BackendRejectedInput,
+    BackendUnavailable,
+    ModelNotFound,
+)
 from switchboard.inference.triton import Finish, GenerateCall, Tensor, Token, TritonClient
 
 from ..stack import free_ports
@@ -91,6 +99,10 @@ async def test_unreachable_triton_is_backend_unavailable() -> None:
             await _all(client, GenerateCall("test-streamer", "x", "down"))
         with pytest.raises(BackendUnavailable):
             await client.model_ready("test-streamer")
+        with pytest.raises(BackendUnavailable):
+            await client.embed("test-echo-embed", ["x"], batched=True, timeout_s=5)
+        with pytest.raises(BackendUnavailable):
+            await client.repository()
     finally:
         await client.close()
 
@@ -118,3 +130,100 @@ async def test_ended_streams_let_triton_stop_promptly(tmp_path: Path) -> None:
         stopped_after = stop_triton(triton)
 
     assert stopped_after < 8, triton.tail()
+
+
+@pytest.mark.asyncio
+async def test_unary_input_the_model_does_not_take_is_backend_rejected_input(
+    triton: TritonClient,
+) -> None:
+    # test-fail takes PROMPT, not TEXT: Triton answers INVALID_ARGUMENT before the model runs.
+    with pytest.raises(BackendRejectedInput) as raised:
+        await triton.embed("test-fail", ["x"], batched=False, timeout_s=5)
+
+    assert raised.value.reason == "BACKEND_REJECTED_INPUT"
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.metadata["triton_code"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.asyncio
+async def test_unary_call_to_an_unknown_model_is_model_not_found(triton: TritonClient) -> None:
+    with pytest.raises(ModelNotFound):
+        await triton.embed("not-in-triton", ["x"], batched=True, timeout_s=5)
+
+
+@pytest.mark.asyncio
+async def test_unary_model_error_is_backend_error(triton: TritonClient) -> None:
+    # test-fail answers every request with an error of its own (gRPC INTERNAL).
+    request = service_pb2.ModelInferRequest(model_name="test-fail")
+    tensors.add_bytes(request, "PROMPT", [b"x"], batched=False)
+    with pytest.raises(BackendError, match="this model always fails"):
+        await triton._infer("test-fail", request, timeout_s=5)
+
+
+@pytest.mark.asyncio
+async def test_repository_lists_every_model(triton: TritonClient) -> None:
+    assert {"test-streamer", "test-fail"} <= await triton.repository()
+
+
+def test_a_chat_call_sends_messages_and_sampling_inputs() -> None:
+    call = GenerateCall(
+        "chat",
+        "",
+        "r1",
+        max_tokens=5,
+        messages='[{"role": "user", "content": "hi"}]',
+        temperature=0.0,
+        top_p=0.5,
+        stop=("a", "b"),
+        seed=7,
+    )
+    request = triton_module._generate_request(call)
+
+    inputs = {i.name: (i.datatype, list(i.shape)) for i in request.inputs}
+    assert inputs == {
+        "MESSAGES": ("BYTES", [1]),
+        "MAX_TOKENS": ("INT32", [1]),
+        "TEMPERATURE": ("FP32", [1]),
+        "TOP_P": ("FP32", [1]),
+        "STOP": ("BYTES", [1]),
+        "SEED": ("INT64", [1]),
+    }
+    stop = request.raw_input_contents[[i.name for i in request.inputs].index("STOP")]
+    assert stop[4:] == b'["a", "b"]'  # a 4-byte length, then the JSON
+
+
+def test_a_raw_call_sends_only_what_it_has() -> None:
+    request = triton_module._generate_request(GenerateCall("raw", "hello", "r2"))
+
+    assert [i.name for i in request.inputs] == ["PROMPT"]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "ours"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE", grpc.StatusCode.UNAVAILABLE),
+        (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", grpc.StatusCode.NOT_FOUND),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "BACKEND_TIMEOUT", grpc.StatusCode.DEADLINE_EXCEEDED),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BACKEND_REJECTED_INPUT",
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUEUE_FULL", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (grpc.StatusCode.INTERNAL, "BACKEND_ERROR", grpc.StatusCode.INTERNAL),
+        (grpc.StatusCode.UNKNOWN, "BACKEND_ERROR", grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_triton_status_codes_are_translated_by_code(
+    code: grpc.StatusCode, reason: str, ours: grpc.StatusCode
+) -> None:
+    """Built, not received: Triton cannot be made to answer every code on demand."""
+    metadata = grpc.aio.Metadata()
+    error = grpc.aio.AioRpcError(code, metadata, metadata, "whatever Triton said", None)
+
+    translated = triton_module._from_rpc_error(error, "m")
+
+    assert (translated.reason, translated.code) == (reason, ours)
+    assert translated.metadata == {"model": "m", "triton_code": code.name}
+    if reason == "QUEUE_FULL":  # Triton's own queue: callers get a RetryInfo too
+        assert len(translated.details) == 1

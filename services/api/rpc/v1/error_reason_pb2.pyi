@@ -78,6 +78,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     BACKEND_TIMEOUT: _ErrorReason.ValueType  # 66
     FIRST_TOKEN_TIMEOUT: _ErrorReason.ValueType  # 67
     GENERATION_TIMEOUT: _ErrorReason.ValueType  # 68
+    INTER_TOKEN_TIMEOUT: _ErrorReason.ValueType  # 69
+    """Tokens stopped arriving mid-generation for longer than the inter-token timeout."""
+    CIRCUIT_OPEN: _ErrorReason.ValueType  # 70
+    """Every candidate model's circuit breaker is open; a google.rpc.RetryInfo detail says when
+    the next probe is let through.
+    """
+    BACKEND_REJECTED_INPUT: _ErrorReason.ValueType  # 71
+    """The model refused the request's input (Triton INVALID_ARGUMENT); retrying it won't help."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The stable values of `google.rpc.ErrorInfo.reason` in Switchboard's errors (domain
@@ -141,4 +149,12 @@ BACKEND_UNAVAILABLE: ErrorReason.ValueType  # 65
 BACKEND_TIMEOUT: ErrorReason.ValueType  # 66
 FIRST_TOKEN_TIMEOUT: ErrorReason.ValueType  # 67
 GENERATION_TIMEOUT: ErrorReason.ValueType  # 68
+INTER_TOKEN_TIMEOUT: ErrorReason.ValueType  # 69
+"""Tokens stopped arriving mid-generation for longer than the inter-token timeout."""
+CIRCUIT_OPEN: ErrorReason.ValueType  # 70
+"""Every candidate model's circuit breaker is open; a google.rpc.RetryInfo detail says when
+the next probe is let through.
+"""
+BACKEND_REJECTED_INPUT: ErrorReason.ValueType  # 71
+"""The model refused the request's input (Triton INVALID_ARGUMENT); retrying it won't help."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,0 +1,98 @@
+"""ppocr-v4 served by the session's real Triton: text rendered here is read back."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from PIL import Image, ImageDraw, ImageFont
+from tritonclient.utils import InferenceServerException
+
+from .support import TritonProcess
+
+MODEL = "ppocr-v4"
+TIMEOUT_S = 60.0
+LINES = ["Switchboard reads this line", "The quick brown fox jumps 42 times"]
+WIDTH, HEIGHT = 900, 260
+
+
+@pytest_asyncio.fixture
+async def client(triton_server: TritonProcess) -> AsyncIterator[aioclient.InferenceServerClient]:
+    client = aioclient.InferenceServerClient(triton_server.grpc_address)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _png(lines: list[str], size: tuple[int, int] = (WIDTH, HEIGHT)) -> bytes:
+    """Black text on white, one line every 90 px, with wide margins."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=40)
+    for i, line in enumerate(lines):
+        draw.text((60, 50 + 90 * i), line, fill="black", font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _ocr(client: aioclient.InferenceServerClient, image: bytes) -> Any:
+    tensor = grpcclient.InferInput("IMAGE", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([image], dtype=np.object_))
+    return await asyncio.wait_for(client.infer(MODEL, [tensor]), TIMEOUT_S)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _string(result: Any, name: str) -> str:
+    value = result.as_numpy(name)
+    assert value is not None, f"no {name}"
+    return bytes(value[0]).decode()
+
+
+@pytest.mark.asyncio
+async def test_reads_rendered_lines_top_to_bottom(client: aioclient.InferenceServerClient) -> None:
+    result = await _ocr(client, _png(LINES))
+
+    text, lines = _string(result, "TEXT"), json.loads(_string(result, "LINES"))
+    assert [_normalised(t) for t in text.split("\n")] == [_normalised(t) for t in LINES]
+    assert [line["text"] for line in lines] == text.split("\n")
+    for line in lines:
+        assert 0.8 <= line["confidence"] <= 1.0
+        box = line["box"]
+        assert len(box) == 8
+        assert all(0 <= x <= WIDTH for x in box[0::2])
+        assert all(0 <= y <= HEIGHT for y in box[1::2])
+    first_bottom = max(lines[0]["box"][1::2])
+    second_top = min(lines[1]["box"][1::2])
+    assert first_bottom < second_top
+
+
+@pytest.mark.asyncio
+async def test_blank_image_has_no_text(client: aioclient.InferenceServerClient) -> None:
+    result = await _ocr(client, _png([], size=(240, 120)))
+
+    assert _string(result, "TEXT") == ""
+    assert json.loads(_string(result, "LINES")) == []
+
+
+@pytest.mark.asyncio
+async def test_undecodable_image_is_invalid_argument(
+    client: aioclient.InferenceServerClient,
+) -> None:
+    with pytest.raises(InferenceServerException) as raised:
+        await _ocr(client, b"\x89PNG\r\n\x1a\n but not really an image")
+
+    assert "not a decodable PNG/JPEG image" in str(raised.value.message())
+    assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
