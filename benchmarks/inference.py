@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -33,7 +33,8 @@ from switchboard.launcher import background
 from switchboard.launcher.ports import free_block
 
 EMBED_MODEL = "all-minilm-l6-v2"
-Stub = inference_pb2_grpc.InferenceServiceAsyncStub
+if TYPE_CHECKING:  # the async stub type exists only in the generated stubs
+    Stub = inference_pb2_grpc.InferenceServiceAsyncStub
 TEXT = "Switchboard routes every request to the right model, fast."
 CHAT_MODELS = {"test-streamer": "raw", "smollm2-135m-instruct": "chat"}
 
