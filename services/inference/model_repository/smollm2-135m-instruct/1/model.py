@@ -24,7 +24,8 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 2048
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_SEED = 0
-MAX_SEED = 2**32 - 1
+# 2**32 - 1 is llama.cpp's "pick a random seed": not a seed a request can ask for.
+MAX_SEED = 2**32 - 2
 ROLES = frozenset({"system", "user", "assistant"})
 
 
@@ -172,7 +173,6 @@ class TritonPythonModel:
             n_threads=threads,
             n_threads_batch=threads,
             n_gpu_layers=_parameter(config, "N_GPU_LAYERS", 0),
-            seed=DEFAULT_SEED,
             verbose=False,
         )
 
@@ -198,8 +198,8 @@ class TritonPythonModel:
         meter = Meter(request)
         self._llama.meter = meter
         # Evaluate every prompt from scratch: reusing a cached prefix changes how the prompt
-        # is batched, and so the low bits of the logits, and a request's greedy output would
-        # then depend on the one served before it.
+        # is batched, and so the low bits of the logits, and a request's output (greedy or
+        # seeded) would then depend on the one served before it.
         self._llama.reset()
         reason = "stop"
         chunks = self._llama.create_chat_completion(messages=messages, stream=True, **options)
