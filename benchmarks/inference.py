@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import functools
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -145,10 +146,11 @@ async def direct_stream(
 class ServiceStream:
     """One long-lived multiplexed Generate stream, as the worker uses it."""
 
-    def __init__(self, stub: Stub) -> None:
+    def __init__(self, stub: Stub, prefix: str) -> None:
         self.requests: asyncio.Queue[pb.GenerateRequest | None] = asyncio.Queue()
         self.call = stub.Generate(self._pending())
         self.replies = aiter(self.call)
+        self.prefix = prefix
         self.n = 0
 
     async def _pending(self) -> AsyncIterator[pb.GenerateRequest]:
@@ -157,7 +159,7 @@ class ServiceStream:
 
     def start(self, model: str, prompt: str, max_tokens: int) -> str:
         self.n += 1
-        rid = f"r{self.n}"
+        rid = f"{self.prefix}-{self.n}"
         params = pb.SamplingParams(max_tokens=max_tokens)
         start = pb.GenerateStart(model=model, prompt=prompt, params=params)
         self.requests.put_nowait(pb.GenerateRequest(request_id=rid, start=start))
@@ -177,18 +179,18 @@ class ServiceStream:
             first = first or time.perf_counter() - started
         return first, tokens, time.perf_counter() - started
 
-    async def tokens_after_cancel(self, model: str, prompt: str, cancel_at: int) -> int:
-        """Cancels a long generation at its `cancel_at`-th token; counts deltas after that."""
+    async def cancel_at(self, model: str, prompt: str, tokens: int) -> tuple[str, int]:
+        """Cancels a long generation at its `tokens`-th delta: (request id, deltas after)."""
         rid = self.start(model, prompt, 400)
         seen = 0
         async for reply in self.replies:
             if not reply.HasField("delta"):
                 break
             seen += 1
-            if seen == cancel_at:
+            if seen == tokens:
                 cancel = pb.GenerateRequest(request_id=rid, cancel=pb.GenerateCancel())
                 self.requests.put_nowait(cancel)
-        return max(seen - cancel_at, 0)
+        return rid, max(seen - tokens, 0)
 
     async def close(self) -> None:
         self.requests.put_nowait(None)
@@ -254,23 +256,31 @@ async def measure_stream(figures: Figures, t: Targets, model: str, runs: int) ->
 
     figures.add(bench="stream", model=model, path="direct", **await stream_figures(direct, runs))
     for path, stub in (("service", t.service), ("envoy+service", t.envoy)):
-        stream = ServiceStream(stub)
+        stream = ServiceStream(stub, f"{model}-{path}")
         through = functools.partial(stream.generate, model, prompt, max_tokens)
         figures.add(bench="stream", model=model, path=path, **await stream_figures(through, runs))
         await stream.close()
 
 
-async def measure_cancel(figures: Figures, t: Targets) -> None:
-    model = "smollm2-135m-instruct"
-    stream = ServiceStream(t.envoy)
-    after = [await stream.tokens_after_cancel(model, "Tell me a long story.", 5) for _ in range(5)]
+async def measure_cancel(figures: Figures, t: Targets, triton_log: Callable[[], str]) -> None:
+    """Cancel at the 5th token: what the client still got, and what the model still made
+    (the model logs how many tokens it had produced when it saw the cancel)."""
+    model, at = "smollm2-135m-instruct", 5
+    stream = ServiceStream(t.envoy, "cancel")
+    runs = [await stream.cancel_at(model, "Tell me a long story.", at) for _ in range(5)]
     await stream.close()
+    await asyncio.sleep(1)  # the model's log line follows its last response
+    made = []
+    for rid, _ in runs:
+        found = re.search(rf"request '{re.escape(rid)}' cancelled after (\d+) tokens", triton_log())
+        if found:
+            made.append(int(found.group(1)) - at)
     figures.add(
         bench="cancel",
         model=model,
         path="envoy+service",
-        tokens_after_cancel_max=max(after),
-        tokens_after_cancel_mean=statistics.mean(after),
+        client_tokens_after_cancel_max=max(after for _, after in runs),
+        model_tokens_after_cancel_max=max(made) if made else "not logged",
     )
 
 
@@ -291,7 +301,7 @@ async def run(quick: bool) -> list[dict[str, Any]]:
             await measure_embeddings(figures, t, 200 if quick else 1000)
             for model in CHAT_MODELS:
                 await measure_stream(figures, t, model, 20 if quick else 50)
-            await measure_cancel(figures, t)
+            await measure_cancel(figures, t, lambda: stack.log("triton"))
         finally:
             await triton.close()
             await service.close(None)

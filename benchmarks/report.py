@@ -45,10 +45,16 @@ def report_markdown(rows: list[dict[str, Any]]) -> str:
                 "## Cancellation",
                 table(
                     "cancel",
-                    ["model", "path", "tokens_after_cancel_max", "tokens_after_cancel_mean"],
+                    [
+                        "model",
+                        "path",
+                        "client_tokens_after_cancel_max",
+                        "model_tokens_after_cancel_max",
+                    ],
                 ),
-                "Tokens after cancel: deltas the client still received after sending"
-                " `GenerateCancel` at the 5th token (they were already in flight).",
+                "Cancel sent at the 5th token, 5 runs: the most deltas the client still received"
+                " after it, and the most tokens the model produced after the 5th before it saw"
+                " the cancel (from the model's own log line).",
             ]
         )
         + "\n"
