@@ -94,10 +94,10 @@ def generate_python() -> None:
         shutil.rmtree(API, ignore_errors=True)
         for src in sorted(out.rglob("*.py*")):
             rel = src.relative_to(out)
+            if "_grpc" in rel.name and "Stub" not in src.read_text():
+                continue  # the proto defines no service: an empty module helps nobody
             if rel.parts[0] == "switchboard":
                 rel = rel.relative_to("switchboard")
-            elif "_grpc" in rel.name:
-                continue  # buf/validate has no services
             dest = API / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(_rewrite(src.read_text(), stub=src.suffix == ".pyi"))

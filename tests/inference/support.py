@@ -228,6 +228,21 @@ class GenerateStream:
         return events
 
 
+async def drain_after_cancel(stream: Any) -> int:
+    """Responses that still arrive on a tritonclient stream after `stream.cancel()`."""
+    late = 0
+    try:
+        async with asyncio.timeout(WAIT_S):
+            async for _result, _error in stream:
+                late += 1
+    except asyncio.CancelledError:
+        # grpc.aio ends its own cancelled call this way; a real task cancel must propagate.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    return late
+
+
 def unique(prefix: str) -> str:
     # Triton's log is shared by the whole session: ids must not repeat across tests.
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from switchboard.inference import triton_launch
 
-from .support import TritonProcess, unique
+from .support import TritonProcess, drain_after_cancel, unique
 
 MODEL = "smollm2-135m-instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -221,32 +220,6 @@ async def test_bad_messages_are_invalid_argument(triton_server: TritonProcess) -
     assert "bad message" in str(error.message())
 
 
-async def _drain_after_cancel(stream: Any) -> int:
-    """Deltas that still arrive after ``stream.cancel()``; the call ends by raising."""
-    late = 0
-    try:
-        async with asyncio.timeout(TIMEOUT_S):
-            async for _result, _error in stream:
-                late += 1
-    except asyncio.CancelledError:
-        # grpc.aio ends its own cancelled call this way; a real task cancel must propagate.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-    return late
-
-
-async def _cancelled_after(triton: TritonProcess, request_id: str) -> int:
-    escaped = re.escape(request_id)
-    pattern = re.compile(rf"smollm2: request '{escaped}' cancelled after (\d+) tokens")
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if match := pattern.search(triton.log.read_text(errors="replace")):
-            return int(match.group(1))
-        await asyncio.sleep(0.05)
-    pytest.fail(f"smollm2 never logged {request_id!r} as cancelled:\n{triton.tail()}")
-
-
 @pytest.mark.asyncio
 async def test_cancel_mid_stream_stops_generation(triton_server: TritonProcess) -> None:
     messages = [{"role": "user", "content": "Write a long story about a dragon."}]
@@ -263,11 +236,11 @@ async def test_cancel_mid_stream_stops_generation(triton_server: TritonProcess) 
                 if len(received) == 3:
                     break
         stream.cancel()
-        late = await _drain_after_cancel(stream)
+        late = await drain_after_cancel(stream)
     finally:
         await client.close()
 
-    generated = await _cancelled_after(triton_server, request_id)
+    generated = await triton_server.cancelled_after(request_id)
     # The server stopped within a couple of tokens of what the client had seen.
     assert generated <= len(received) + late + 2
     assert late <= 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,15 +93,6 @@ async def test_echo_embed_batches_concurrent_requests_without_mixing_rows(
     assert await _batched_executions(client, ECHO) > before
 
 
-async def _log_line(server: TritonProcess, pattern: re.Pattern[str]) -> re.Match[str]:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        if match := pattern.search(server.log.read_text(errors="replace")):
-            return match
-        await asyncio.sleep(0.05)
-    pytest.fail(f"no log line matching {pattern.pattern!r}:\n{server.tail()}")
-
-
 async def _one_request(prompt: str, request_id: str) -> AsyncIterator[dict[str, Any]]:
     tensor = grpcclient.InferInput("PROMPT", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
@@ -134,7 +124,7 @@ async def _hang_then_cancel(triton: TritonProcess, silent_s: float) -> list[Any]
     finally:
         await client.close()
     # The model saw the cancel and ended the request on the server side.
-    await _log_line(triton, re.compile(rf"test-hang: request '{request_id}' cancelled"))
+    await triton.logged(rf"test-hang: request '{re.escape(request_id)}' cancelled")
     return received
 
 

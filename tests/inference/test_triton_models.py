@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from .support import TritonProcess
+from .support import TritonProcess, drain_after_cancel
 
 STREAM_TIMEOUT_S = 30.0
 
@@ -139,30 +137,6 @@ async def test_streamer_rejects_negative_max_tokens(triton: TritonProcess) -> No
     assert "MAX_TOKENS must be >= 0" in str(error.message())
 
 
-async def _drain_after_cancel(stream: Any) -> int:
-    """Tokens that still arrive after ``stream.cancel()``; the call ends by raising."""
-    late = 0
-    try:
-        async with asyncio.timeout(STREAM_TIMEOUT_S):
-            async for _result, _error in stream:
-                late += 1
-    except asyncio.CancelledError:
-        # grpc.aio reports its own cancelled call this way; a real task cancel must propagate.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-    return late
-
-
-async def _log_line(server: TritonProcess, pattern: re.Pattern[str]) -> re.Match[str]:
-    deadline = time.monotonic() + STREAM_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if match := pattern.search(server.log.read_text(errors="replace")):
-            return match
-        await asyncio.sleep(0.05)
-    pytest.fail(f"no log line matching {pattern.pattern!r}:\n{server.tail()}")
-
-
 @pytest.mark.asyncio
 async def test_streamer_cancel_stops_generation(triton: TritonProcess) -> None:
     prompt = " ".join(f"w{i}" for i in range(50))  # 100 tokens: 2 s at 50 tokens/s
@@ -179,15 +153,14 @@ async def test_streamer_cancel_stops_generation(triton: TritonProcess) -> None:
                 if len(received) == 3:
                     break
         stream.cancel()
-        late = await _drain_after_cancel(stream)
+        late = await drain_after_cancel(stream)
     finally:
         await client.close()
 
     assert received == _expected_tokens(prompt, 3)
     assert late <= 2
     # The server side stopped too, within a couple of tokens of the cancel.
-    match = await _log_line(triton, re.compile(r"request 'cancel-me' cancelled after (\d+) tokens"))
-    assert int(match.group(1)) <= len(received) + 2
+    assert await triton.cancelled_after("cancel-me") <= len(received) + 2
     # And it still serves.
     *_tokens, final = await _generate(triton, "still alive", "after-cancel")
     assert _text(final, "FINISH_REASON") == "stop"
