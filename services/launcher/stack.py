@@ -20,6 +20,14 @@ from . import checks, envoy
 from .ports import Ports
 
 DEV_API_KEYS = "sb-dev-key=dev"
+# The local mesh signs webhooks with a published development secret and may call receivers
+# on this machine; the environment overrides both.
+DEV_WEBHOOKS = {
+    "SWITCHBOARD_WORKER_WEBHOOK_DEFAULT_SECRET": (
+        "whsec_c3dpdGNoYm9hcmQtbG9jYWwtZGV2LXdlYmhvb2tzISE="
+    ),
+    "SWITCHBOARD_WORKER_WEBHOOK_ALLOW": "127.0.0.1,localhost",
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[Pro
             checks.http_ok(f"http://{loopback}:{ports.worker_metrics}/metrics"),
             needs=("temporal", "valkey"),
             env=_service_env(
-                base_env,
+                {**DEV_WEBHOOKS, **base_env},
                 "WORKER",
                 METRICS_PORT=ports.worker_metrics,
                 TEMPORAL_ADDRESS=temporal,

@@ -1,5 +1,6 @@
 """The worker's activities: `generate` streams one completion from the inference service into
-the job's event log; `publish_event` appends the workflow's state changes to it.
+the job's event log; `publish_event` appends the workflow's state changes to it;
+`deliver_webhook` POSTs the ended job to its webhook_url, signed (Standard Webhooks).
 
 Both find the job from the workflow id (`{client}/{job_id}`), so their inputs are only the
 pipeline input and the event.
@@ -8,20 +9,25 @@ pipeline input and the event.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from datetime import timedelta
 
 import grpc
+import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
-from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
+from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError, from_rpc_error
 
-from . import ids
+from . import ids, webhooks
+from .config import WebhookSettings
 from .events import EventLog, now
-from .workflows import GENERATE, PUBLISH_EVENT
+from .workflows import DELIVER_WEBHOOK, GENERATE, PUBLISH_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +145,61 @@ class Activities:
             "the inference stream ended before the generation finished",
             grpc.StatusCode.UNAVAILABLE.name,
             type="INFERENCE_STREAM_ENDED",
+        )
+
+
+class Webhooks:
+    """`deliver_webhook`: one attempt per call; the worker's settings set the retry schedule
+    (through `next_retry_delay`), so tests and deployments tune it without a new workflow."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self._settings = settings
+
+    @activity.defn(name=DELIVER_WEBHOOK)
+    async def deliver_webhook(self, job: jobs_pb2.Job) -> None:
+        wid = _enter_job()
+        attempt = activity.info().attempt
+        if attempt > self._settings.max_attempts:  # retried past the schedule after timeouts
+            raise self._failed(attempt, "attempts exhausted")
+        try:
+            await webhooks.check_destination(job.webhook_url, allow=self._settings.allow)
+            secret = self._settings.secret_for(ids.split_workflow_id(wid)[0]).value
+            if not secret:
+                raise webhooks.WebhookSecretMissing("no webhook secret for this client")
+        except SwitchboardError as e:
+            log.warning("webhook refused", extra={"fields": {"reason": e.reason, **e.metadata}})
+            raise application_error(e) from e
+        status = await self._post(job, webhooks.message_id(wid), secret, attempt)
+        fields = {"status": status, "attempt": attempt}
+        if 200 <= status < 300:
+            log.info("webhook delivered", extra={"fields": fields})
+            return
+        log.info("webhook refused by receiver", extra={"fields": fields})
+        raise self._failed(attempt, f"the receiver answered {status}")
+
+    async def _post(self, job: jobs_pb2.Job, msg_id: str, secret: str, attempt: int) -> int:
+        body = json.dumps(webhooks.payload(job), separators=(",", ":")).encode()
+        headers = webhooks.headers(secret, msg_id, int(time.time()), body)
+        # A client per delivery: every job's receiver is a different peer, nothing to pool.
+        # Redirects are not followed: a 3xx could point past the destination check.
+        client = httpx.AsyncClient(follow_redirects=False, timeout=self._settings.timeout_seconds)
+        try:
+            async with client:
+                response = await client.post(job.webhook_url, content=body, headers=headers)
+        except httpx.HTTPError as e:
+            raise self._failed(attempt, f"the request failed ({type(e).__name__})") from e
+        return response.status_code
+
+    def _failed(self, attempt: int, why: str) -> ApplicationError:
+        """Retryable on the schedule until the last attempt."""
+        s = self._settings
+        delay = min(s.initial_interval_seconds * s.backoff ** (attempt - 1), s.max_interval_seconds)
+        return ApplicationError(
+            f"webhook not delivered: {why}",
+            grpc.StatusCode.UNAVAILABLE.name,
+            type="WEBHOOK_DELIVERY_FAILED",
+            non_retryable=attempt >= s.max_attempts,
+            next_retry_delay=timedelta(seconds=delay),
         )
 
 

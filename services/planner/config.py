@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from switchboard.common.settings import Env
+from switchboard.common.settings import Env, Secret
 
 DEFAULT_TASK_QUEUE = "switchboard-jobs"
 
@@ -43,6 +43,53 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How the worker signs and delivers job webhooks (SWITCHBOARD_WORKER_WEBHOOK_*)."""
+
+    # Per-client signing secrets (`whsec_...`), and the one for clients not listed.
+    secrets: Mapping[str, Secret] = field(default_factory=dict)
+    default_secret: Secret = field(default_factory=lambda: Secret(""))
+    # Hosts or addresses exempt from the private-address guard (local development, tests).
+    allow: tuple[str, ...] = ()
+    timeout_seconds: float = 10.0
+    # The delivery schedule: initial * backoff**(attempt-1), capped, for max_attempts tries.
+    initial_interval_seconds: float = 1.0
+    backoff: float = 2.0
+    max_interval_seconds: float = 300.0
+    max_attempts: int = 8
+
+    def secret_for(self, client_id: str) -> Secret:
+        return self.secrets.get(client_id, self.default_secret)
+
+    @classmethod
+    def from_env(cls, env: Env) -> WebhookSettings:
+        return cls(
+            secrets=_secrets(env.secret("WEBHOOK_SECRETS")),
+            default_secret=env.secret("WEBHOOK_DEFAULT_SECRET"),
+            allow=tuple(h.strip() for h in env.str("WEBHOOK_ALLOW", "").split(",") if h.strip()),
+            timeout_seconds=env.float("WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            initial_interval_seconds=env.float("WEBHOOK_INITIAL_INTERVAL_SECONDS", 1.0),
+            backoff=env.float("WEBHOOK_BACKOFF", 2.0),
+            max_interval_seconds=env.float("WEBHOOK_MAX_INTERVAL_SECONDS", 300.0),
+            max_attempts=env.int("WEBHOOK_MAX_ATTEMPTS", 8),
+        )
+
+
+def _secrets(raw: Secret) -> dict[str, Secret]:
+    """`client=whsec_...,client2=whsec_...` into per-client secrets."""
+    secrets: dict[str, Secret] = {}
+    for pair in raw.value.split(","):
+        client, sep, secret = pair.strip().partition("=")
+        if not pair.strip():
+            continue
+        if not sep or not client or not secret:
+            # The value itself is never echoed: it is a secret.
+            raise ValueError("SWITCHBOARD_WORKER_WEBHOOK_SECRETS must be client=secret,...")
+        secrets[client.strip()] = Secret(secret.strip())
+    return secrets
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """The Temporal worker that runs JobWorkflow and its activities."""
 
@@ -55,6 +102,7 @@ class WorkerSettings:
     log_level: str
     heartbeat_throttle_seconds: float
     grace_seconds: float
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -69,4 +117,5 @@ class WorkerSettings:
             log_level=env.str("LOG_LEVEL", "INFO"),
             heartbeat_throttle_seconds=env.float("HEARTBEAT_THROTTLE_SECONDS", 1.0),
             grace_seconds=env.float("GRACE_SECONDS", 10.0),
+            webhooks=WebhookSettings.from_env(env),
         )

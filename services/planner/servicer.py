@@ -131,10 +131,11 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             found = await self._store.find(client_id, job_id)
         except JobNotFound:
             return None
-        if (found.pipeline, found.input, dict(found.labels)) != (
+        if (found.pipeline, found.input, dict(found.labels), found.webhook_url) != (
             job.pipeline,
             job.input,
             dict(job.labels),
+            job.webhook_url,
         ):
             raise JobAlreadyExists(
                 f"job {job_id!r} exists with a different request", metadata={"job_id": job_id}
@@ -172,6 +173,7 @@ def _new_job(client_id: str, job_id: str, spec: Job) -> Job:
         pipeline=spec.pipeline,
         input=spec.input,
         labels=spec.labels,
+        webhook_url=spec.webhook_url,
         client=client_id,
         create_time=stamp,
         update_time=stamp,

@@ -21,8 +21,8 @@ from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.common import telemetry
 
 from . import process
-from .activities import Activities
-from .config import WorkerSettings
+from .activities import Activities, Webhooks
+from .config import WebhookSettings, WorkerSettings
 from .events import EventLog
 from .workflows import JobWorkflow
 
@@ -37,15 +37,18 @@ def build_worker(
     *,
     heartbeat_throttle_seconds: float = 1.0,
     grace_seconds: float = 10.0,
+    webhooks: Webhooks | None = None,
 ) -> Worker:
     # Temporal tells an activity about a cancel only in a heartbeat's reply, so heartbeats
     # are sent often enough for a cancelled job to stop within about this interval.
     throttle = timedelta(seconds=heartbeat_throttle_seconds)
+    # Without settings no secret is known: a job's webhook then fails as WEBHOOK_SECRET_MISSING.
+    webhooks = webhooks or Webhooks(WebhookSettings())
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[JobWorkflow],
-        activities=[activities.generate, activities.publish_event],
+        activities=[activities.generate, activities.publish_event, webhooks.deliver_webhook],
         max_heartbeat_throttle_interval=throttle,
         default_heartbeat_throttle_interval=throttle,
         graceful_shutdown_timeout=timedelta(seconds=grace_seconds),
@@ -64,6 +67,7 @@ async def run(settings: WorkerSettings) -> None:
         activities,
         heartbeat_throttle_seconds=settings.heartbeat_throttle_seconds,
         grace_seconds=settings.grace_seconds,
+        webhooks=Webhooks(settings.webhooks),
     )
     running = asyncio.create_task(worker.run())
     # The launcher takes a served /metrics as "ready", so it is served once the worker runs.

@@ -29,6 +29,7 @@ QUERY_SNAPSHOT = "snapshot"
 MEMO_JOB = "job"
 GENERATE = "generate"
 PUBLISH_EVENT = "publish_event"
+DELIVER_WEBHOOK = "deliver_webhook"
 
 State = jobs_pb2.Job.State
 
@@ -44,6 +45,17 @@ PUBLISH_START_TO_CLOSE = timedelta(seconds=10)
 # Unlimited attempts: a job must not end without its terminal event, so an outage of the
 # event log delays the job's end instead of losing the event.
 PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=0)
+
+# The worker's activity sets each retry's delay and the last attempt (its settings are the
+# delivery schedule); this policy only backs it where an attempt timed out instead.
+WEBHOOK_START_TO_CLOSE = timedelta(minutes=2)
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=0,
+    non_retryable_error_types=["WEBHOOK_DESTINATION_FORBIDDEN", "WEBHOOK_SECRET_MISSING"],
+)
 
 _REASON = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
@@ -69,6 +81,8 @@ class JobWorkflow:
             if final == State.FAILED:
                 self._job.error.CopyFrom(failure_status(err))
         await self._finish(final)
+        if self._job.webhook_url:
+            await self._notify()
         return self._job
 
     @workflow.query(name=QUERY_SNAPSHOT)
@@ -109,6 +123,25 @@ class JobWorkflow:
                 await asyncio.shield(publish)
             except asyncio.CancelledError:
                 continue
+
+    async def _notify(self) -> None:
+        """Delivers the `job.completed` webhook. The job has ended already: whatever becomes of
+        the delivery (or a cancel meanwhile), its state stays; a failure is only logged."""
+        handle = workflow.start_activity(
+            DELIVER_WEBHOOK,
+            self._job,
+            start_to_close_timeout=WEBHOOK_START_TO_CLOSE,
+            retry_policy=WEBHOOK_RETRY,
+        )
+        try:
+            await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            handle.cancel()
+            workflow.logger.warning("webhook delivery abandoned: the workflow was cancelled")
+        except ActivityError as err:
+            cause = err.cause
+            why = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+            workflow.logger.warning("webhook not delivered (%s)", why)
 
     async def _transition(self, state: State.ValueType) -> None:
         stamp = timestamp_pb2.Timestamp()

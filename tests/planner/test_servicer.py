@@ -226,3 +226,16 @@ async def test_watch_stops_when_the_client_goes_away(planner: Planner) -> None:
         assert await _blocked_clients(planner) == 0
     await planner.cancel(job.name)
     assert states(await planner.watch(job.name))[-2:] == ["CANCELLING", "CANCELLED"]
+
+
+@pytest.mark.asyncio
+async def test_webhook_url_is_kept_and_part_of_the_same_request(planner: Planner) -> None:
+    request = create_request("echo", "call me back", job_id="hooked-1")
+    request.job.webhook_url = "https://hooks.example.com/switchboard"
+    created = await planner.stub.CreateJob(request, metadata=planner.md())
+    assert created.webhook_url == "https://hooks.example.com/switchboard"
+    assert (await planner.get(created.name)).webhook_url == created.webhook_url
+
+    request.job.webhook_url = "https://elsewhere.example.com/"
+    error = await _fails(planner.stub.CreateJob(request, metadata=planner.md()))
+    assert (error.code(), reason(error)) == (grpc.StatusCode.ALREADY_EXISTS, "JOB_ALREADY_EXISTS")

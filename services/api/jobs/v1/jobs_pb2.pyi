@@ -87,6 +87,7 @@ class Job(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CLIENT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `jobs/{job_id}`."""
     state: Global___Job.State.ValueType
@@ -94,6 +95,11 @@ class Job(_message.Message):
     """Catalog name of the pipeline; must match the input's kind."""
     client: _builtins.str
     """The client that created the job; only it can see the job."""
+    webhook_url: _builtins.str
+    """Where to POST a signed `job.completed` notification (Standard Webhooks) once the job has
+    ended; empty for none. http or https only; the worker refuses private, loopback and
+    link-local destinations.
+    """
     @_builtins.property
     def input(self) -> _pipelines_pb2.JobInput: ...
     @_builtins.property
@@ -121,10 +127,11 @@ class Job(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         client: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        webhook_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "input", b"input", "result", b"result", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "create_time", b"create_time", "error", b"error", "input", b"input", "labels", b"labels", "name", b"name", "pipeline", b"pipeline", "result", b"result", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "create_time", b"create_time", "error", b"error", "input", b"input", "labels", b"labels", "name", b"name", "pipeline", b"pipeline", "result", b"result", "state", b"state", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     GENERATION_TIMED_OUT: _ErrorReason.ValueType  # 51
     INFERENCE_STREAM_ENDED: _ErrorReason.ValueType  # 52
     NOT_IN_WORKFLOW: _ErrorReason.ValueType  # 53
+    WEBHOOK_DESTINATION_FORBIDDEN: _ErrorReason.ValueType  # 54
+    """A job's webhook_url resolves to an address the worker may not call (loopback, private,
+    link-local, metadata...) or is not http(s).
+    """
+    WEBHOOK_DELIVERY_FAILED: _ErrorReason.ValueType  # 55
+    """The receiver did not answer 2xx (a redirect counts as a failure); retried on a schedule."""
+    WEBHOOK_SECRET_MISSING: _ErrorReason.ValueType  # 56
+    """No signing secret is configured for the job's client (nor a default one)."""
     MODEL_NOT_FOUND: _ErrorReason.ValueType  # 60
     """Inference."""
     MODEL_TASK_MISMATCH: _ErrorReason.ValueType  # 61
@@ -137,6 +145,14 @@ GENERATION_FAILED: ErrorReason.ValueType  # 50
 GENERATION_TIMED_OUT: ErrorReason.ValueType  # 51
 INFERENCE_STREAM_ENDED: ErrorReason.ValueType  # 52
 NOT_IN_WORKFLOW: ErrorReason.ValueType  # 53
+WEBHOOK_DESTINATION_FORBIDDEN: ErrorReason.ValueType  # 54
+"""A job's webhook_url resolves to an address the worker may not call (loopback, private,
+link-local, metadata...) or is not http(s).
+"""
+WEBHOOK_DELIVERY_FAILED: ErrorReason.ValueType  # 55
+"""The receiver did not answer 2xx (a redirect counts as a failure); retried on a schedule."""
+WEBHOOK_SECRET_MISSING: ErrorReason.ValueType  # 56
+"""No signing secret is configured for the job's client (nor a default one)."""
 MODEL_NOT_FOUND: ErrorReason.ValueType  # 60
 """Inference."""
 MODEL_TASK_MISMATCH: ErrorReason.ValueType  # 61
