@@ -239,3 +239,16 @@ async def test_webhook_url_is_kept_and_part_of_the_same_request(planner: Planner
     request.job.webhook_url = "https://elsewhere.example.com/"
     error = await _fails(planner.stub.CreateJob(request, metadata=planner.md()))
     assert (error.code(), reason(error)) == (grpc.StatusCode.ALREADY_EXISTS, "JOB_ALREADY_EXISTS")
+
+
+@pytest.mark.asyncio
+async def test_fifty_concurrent_creates_with_one_key_make_one_job(planner: Planner) -> None:
+    request = create_request("echo", "only once", job_id="once-only-1")
+    replies = await asyncio.gather(
+        *(planner.stub.CreateJob(request, metadata=planner.md()) for _ in range(50))
+    )
+    assert {r.name for r in replies} == {"jobs/once-only-1"}
+    assert len({r.create_time.ToNanoseconds() for r in replies}) == 1
+    events = await planner.watch("jobs/once-only-1")
+    states = [e.state_changed.state for e in events if e.HasField("state_changed")]
+    assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
