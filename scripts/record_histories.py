@@ -1,0 +1,135 @@
+"""Record JobWorkflow histories for the replay test (`tests/planner/test_replay.py`).
+
+    .venv/bin/python scripts/record_histories.py [OUT_DIR]   # default tests/planner/histories
+
+It starts Temporal and Valkey as `switchboard up --only valkey,temporal` does, the planner
+server and worker in this process, and the tests' fake inference service; it runs a few
+representative jobs to their end and writes each workflow's history as `<name>.json`.
+Re-record after a deliberate, versioned change of the workflow; an accidental change of the
+workflow's commands is what the replay test catches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from valkey.asyncio import Valkey
+
+from switchboard.api.inference.v1 import inference_pb2_grpc
+from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.launcher import background
+from switchboard.launcher.ports import free_block
+from switchboard.planner import ids
+from switchboard.planner.process import connect_temporal
+from tests.planner.fake_inference import FakeInference
+from tests.planner.support import (
+    WAIT_S,
+    Planner,
+    create_request,
+    running_planner,
+    running_worker,
+    tokens,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "tests" / "planner" / "histories"
+# Loopback: the worker refuses it (WEBHOOK_DESTINATION_FORBIDDEN), so delivery fails at once.
+FORBIDDEN_WEBHOOK = "http://127.0.0.1:9/hook"
+
+Run = Callable[[Planner], Awaitable[str]]
+
+
+async def _finished(planner: Planner, request: jobs_pb2.CreateJobRequest) -> str:
+    job = await planner.stub.CreateJob(request, metadata=planner.md())
+    await planner.watch(job.name)
+    return job.name
+
+
+async def succeeded(planner: Planner) -> str:
+    return await _finished(planner, create_request("echo", "hello brave new world"))
+
+
+async def failed(planner: Planner) -> str:
+    return await _finished(planner, create_request("fail", "x"))
+
+
+async def retried(planner: Planner) -> str:
+    return await _finished(planner, create_request("flaky", "one two three"))
+
+
+async def webhook_forbidden(planner: Planner) -> str:
+    request = create_request("echo", "a b")
+    request.job.webhook_url = FORBIDDEN_WEBHOOK
+    return await _finished(planner, request)
+
+
+async def cancelled(planner: Planner) -> str:
+    job = await planner.stub.CreateJob(create_request("slow", "x"), metadata=planner.md())
+    seen = []
+    request = jobs_pb2.WatchJobRequest(name=job.name)
+    async with asyncio.timeout(WAIT_S):
+        async for event in planner.stub.WatchJob(request, metadata=planner.md()):
+            seen.append(event)
+            if len(tokens(seen)) == 3:
+                await planner.cancel(job.name)
+    return job.name
+
+
+RUNS: dict[str, Run] = {
+    "succeeded": succeeded,
+    "failed": failed,
+    "retried": retried,
+    "cancelled": cancelled,
+    "webhook_forbidden": webhook_forbidden,
+}
+
+
+async def record(temporal: str, valkey: str, out: Path) -> None:
+    client = await connect_temporal(temporal, "default", wait_seconds=30)
+    valkey_client = Valkey.from_url(f"valkey://{valkey}/0")
+    fake = FakeInference()
+    server = grpc.aio.server()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    queue = f"record-{uuid.uuid4().hex}"
+    try:
+        async with (
+            running_planner(client, valkey_client, fake, queue) as planner,
+            running_worker(client, valkey_client, f"127.0.0.1:{port}", queue),
+        ):
+            for name, run in RUNS.items():
+                job = await run(planner)
+                wid = ids.workflow_id(planner.client_id, ids.job_id_of(job))
+                handle = client.get_workflow_handle(wid)
+                # The webhook activity runs after the terminal event: wait for the end.
+                async with asyncio.timeout(WAIT_S):
+                    await handle.result()
+                history = await handle.fetch_history()
+                (out / f"{name}.json").write_text(history.to_json() + "\n")
+                print(f"recorded {name}: {len(history.events)} events", flush=True)
+    finally:
+        await valkey_client.aclose()
+        await server.stop(0)
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="record-histories-") as state:
+        ports = free_block()
+        stack = background.start(Path(state), ports, ("valkey", "temporal"))
+        try:
+            asyncio.run(record(f"127.0.0.1:{ports.temporal}", f"127.0.0.1:{ports.valkey}", out))
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

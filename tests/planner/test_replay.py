@@ -1,0 +1,66 @@
+"""Recorded JobWorkflow histories replay against today's workflow code: a change that alters
+the workflow's commands for histories already running in production fails here.
+
+The histories in `histories/` come from real runs (`scripts/record_histories.py`); a
+deliberate, versioned change of the workflow re-records them. No server is needed to replay.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from switchboard.planner.workflows import WORKFLOW, JobWorkflow
+
+with workflow.unsafe.imports_passed_through():
+    from switchboard.api.jobs.v1 import jobs_pb2
+
+HISTORIES = Path(__file__).parent / "histories"
+# Representative ends a change must keep replaying; the recording script writes these.
+EXPECTED = {"succeeded", "failed", "retried", "cancelled", "webhook_forbidden"}
+
+
+def _history(path: Path) -> WorkflowHistory:
+    # The workflow id is not in the history's events; any id replays.
+    return WorkflowHistory.from_json(f"replay/{path.stem}", path.read_text())
+
+
+def _replayer(workflow_class: type) -> Replayer:
+    # The interceptor the worker runs with (process.connect_temporal), so replay matches.
+    return Replayer(workflows=[workflow_class], interceptors=[TracingInterceptor()])
+
+
+def test_the_recorded_histories_are_all_there() -> None:
+    assert {p.stem for p in HISTORIES.glob("*.json")} >= EXPECTED
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_history_replays_deterministically(path: Path) -> None:
+    result = await _replayer(JobWorkflow).replay_workflow(
+        _history(path), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure!r}"
+
+
+@workflow.defn(name=WORKFLOW)
+class _SkipsRunning:
+    """JobWorkflow as a careless change might leave it: straight to SUCCEEDED."""
+
+    @workflow.run
+    async def run(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
+        return job
+
+
+@pytest.mark.asyncio
+async def test_a_changed_workflow_fails_replay() -> None:
+    result = await _replayer(_SkipsRunning).replay_workflow(
+        _history(HISTORIES / "succeeded.json"), raise_on_replay_failure=False
+    )
+    assert isinstance(result.replay_failure, NondeterminismError)
