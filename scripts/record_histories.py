@@ -12,11 +12,13 @@ workflow's commands is what the replay test catches.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from valkey.asyncio import Valkey
@@ -112,7 +114,7 @@ async def record(temporal: str, valkey: str, out: Path) -> None:
                 async with asyncio.timeout(WAIT_S):
                     await handle.result()
                 history = await handle.fetch_history()
-                (out / f"{name}.json").write_text(history.to_json() + "\n")
+                (out / f"{name}.json").write_text(_scrubbed(history.to_json()) + "\n")
                 print(f"recorded {name}: {len(history.events)} events", flush=True)
     finally:
         await valkey_client.aclose()
@@ -129,6 +131,19 @@ def main() -> None:
             asyncio.run(record(f"127.0.0.1:{ports.temporal}", f"127.0.0.1:{ports.valkey}", out))
         finally:
             stack.stop()
+
+
+def _scrubbed(history_json: str) -> str:
+    """Drops failure stack traces: they name this machine's paths and replay ignores them."""
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ("" if k == "stackTrace" else scrub(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    return json.dumps(scrub(json.loads(history_json)), indent=2)
 
 
 if __name__ == "__main__":
