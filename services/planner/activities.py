@@ -1,6 +1,7 @@
 """The worker's activities: `generate` streams one completion from the inference service into
-the job's event log; `publish_event` appends the workflow's state changes to it;
-`deliver_webhook` POSTs the ended job to its webhook_url, signed (Standard Webhooks).
+the job's event log; `embed` embeds a batch of texts; `publish_event` appends the workflow's
+state changes to the log; `deliver_webhook` POSTs the ended job to its webhook_url, signed
+(Standard Webhooks).
 
 Both find the job from the workflow id (`{client}/{job_id}`), so their inputs are only the
 pipeline input and the event.
@@ -27,7 +28,7 @@ from switchboard.common.errors import SwitchboardError, from_rpc_error
 from . import ids, webhooks
 from .config import WebhookSettings
 from .events import EventLog, now
-from .workflows import DELIVER_WEBHOOK, GENERATE, PUBLISH_EVENT
+from .workflows import DELIVER_WEBHOOK, EMBED, GENERATE, PUBLISH_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,20 @@ class Activities:
             raise application_error(e) from e
         finally:
             beat.cancel()
+
+    @activity.defn(name=EMBED)
+    async def embed(self, request: pipelines_pb2.EmbedInput) -> pipelines_pb2.EmbedOutput:
+        wid = _enter_job()
+        job_id = ids.split_workflow_id(wid)[1]
+        log.info("embedding started", extra={"fields": {"texts": len(request.texts)}})
+        try:
+            reply = await self._inference.Embed(
+                inference_pb2.EmbedRequest(model=request.model, texts=request.texts),
+                metadata=telemetry.trace_metadata(("x-job-id", job_id)),
+            )
+        except grpc.aio.AioRpcError as e:
+            raise application_error(from_rpc_error(e)) from e
+        return pipelines_pb2.EmbedOutput(embeddings=reply.embeddings, model=reply.model)
 
     async def _stream(
         self, call: Call, start: inference_pb2.GenerateRequest, wid: str

@@ -48,7 +48,12 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[JobWorkflow],
-        activities=[activities.generate, activities.publish_event, webhooks.deliver_webhook],
+        activities=[
+            activities.generate,
+            activities.embed,
+            activities.publish_event,
+            webhooks.deliver_webhook,
+        ],
         max_heartbeat_throttle_interval=throttle,
         default_heartbeat_throttle_interval=throttle,
         graceful_shutdown_timeout=timedelta(seconds=grace_seconds),

@@ -28,6 +28,7 @@ WORKFLOW = "JobWorkflow"
 QUERY_SNAPSHOT = "snapshot"
 MEMO_JOB = "job"
 GENERATE = "generate"
+EMBED = "embed"
 PUBLISH_EVENT = "publish_event"
 DELIVER_WEBHOOK = "deliver_webhook"
 
@@ -40,6 +41,13 @@ GENERATE_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=3,
     non_retryable_error_types=["VALIDATION_FAILED", "INVALID_ARGUMENT", "MODEL_NOT_FOUND"],
+)
+# One Embed call: short, and safe to repeat (the inference service retries it too).
+EMBED_START_TO_CLOSE = timedelta(minutes=2)
+EMBED_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_attempts=3,
+    non_retryable_error_types=GENERATE_RETRY.non_retryable_error_types,
 )
 PUBLISH_START_TO_CLOSE = timedelta(seconds=10)
 # Unlimited attempts: a job must not end without its terminal event, so an outage of the
@@ -71,8 +79,7 @@ class JobWorkflow:
         self._job.CopyFrom(job)
         try:
             await self._transition(State.RUNNING)
-            output = await self._generate(job.input.generate)
-            self._job.result.generate.CopyFrom(output)
+            await self._run_pipeline(job.input)
             final = State.SUCCEEDED
         except asyncio.CancelledError:
             final = State.CANCELLED
@@ -84,6 +91,19 @@ class JobWorkflow:
         if self._job.webhook_url:
             await self._notify()
         return self._job
+
+    async def _run_pipeline(self, job_input: pipelines_pb2.JobInput) -> None:
+        if job_input.HasField("embed"):
+            output = await workflow.execute_activity(
+                EMBED,
+                job_input.embed,
+                result_type=pipelines_pb2.EmbedOutput,
+                start_to_close_timeout=EMBED_START_TO_CLOSE,
+                retry_policy=EMBED_RETRY,
+            )
+            self._job.result.embed.CopyFrom(output)
+        else:
+            self._job.result.generate.CopyFrom(await self._generate(job_input.generate))
 
     @workflow.query(name=QUERY_SNAPSHOT)
     def snapshot(self) -> jobs_pb2.Job:

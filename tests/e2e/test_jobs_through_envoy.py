@@ -125,3 +125,22 @@ def test_trace_context_reaches_the_worker(mesh: Mesh) -> None:
     for service in ("worker", "inference"):
         traced = [json.loads(x) for x in mesh.log(service).splitlines() if trace_id in x]
         assert any(line.get("job_id") == job_id for line in traced), service
+
+
+def test_embed_job_through_the_mesh(mesh: Mesh) -> None:
+    body = {
+        "pipeline": "embed",
+        "input": {"embed": {"model": "default-embed", "texts": ["a cat", "", "a dog"]}},
+    }
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        reply = client.post("/v1/jobs", json=body, headers=AUTH)
+        assert reply.status_code == 202, reply.text
+        job_id = str(reply.json()["name"]).removeprefix("jobs/")
+        events = _events(client, job_id)
+        assert events[-1]["data"]["stateChanged"]["state"] == "SUCCEEDED"
+        result = client.get(f"/v1/jobs/{job_id}/result", headers=AUTH).json()["embed"]
+    assert result["model"] == "all-minilm-l6-v2"
+    vectors = [e["values"] for e in result["embeddings"]]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    for v in vectors:
+        assert abs(sum(x * x for x in v) - 1.0) < 1e-3

@@ -67,8 +67,11 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
         return pb.ListModelsResponse(models=models)
 
     async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake does not embed")
-        raise AssertionError("abort raises")
+        """Model `echo-embed`: each text becomes [its length, its word count]."""
+        if request.model != "echo-embed":
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no embedding model {request.model}")
+        vectors = [pb.Embedding(values=[len(t), len(t.split())]) for t in request.texts]
+        return pb.EmbedResponse(embeddings=vectors, model=request.model)
 
     async def ExtractText(
         self, request: pb.ExtractTextRequest, context: Any

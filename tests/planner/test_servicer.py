@@ -252,3 +252,39 @@ async def test_fifty_concurrent_creates_with_one_key_make_one_job(planner: Plann
     events = await planner.watch("jobs/once-only-1")
     states = [e.state_changed.state for e in events if e.HasField("state_changed")]
     assert states == ["QUEUED", "RUNNING", "SUCCEEDED"]
+
+
+@pytest.mark.asyncio
+async def test_embed_pipeline_returns_one_vector_per_text_in_order(planner: Planner) -> None:
+    texts = ["one", "two words", "and three words"]
+    job = jobs_pb2.Job(
+        pipeline="embed",
+        input=pipelines_pb2.JobInput(
+            embed=pipelines_pb2.EmbedInput(model="echo-embed", texts=texts)
+        ),
+    )
+    created = await planner.stub.CreateJob(
+        jobs_pb2.CreateJobRequest(job=job), metadata=planner.md()
+    )
+    events = await planner.watch(created.name)
+    assert events[-1].state_changed.state == "SUCCEEDED"
+    result = (await planner.result(created.name)).embed
+    assert result.model == "echo-embed"
+    assert [list(e.values) for e in result.embeddings] == [[3, 1], [9, 2], [15, 3]]
+
+
+@pytest.mark.asyncio
+async def test_embed_pipeline_with_an_unknown_model_fails_with_its_reason(
+    planner: Planner,
+) -> None:
+    job = jobs_pb2.Job(
+        pipeline="embed",
+        input=pipelines_pb2.JobInput(embed=pipelines_pb2.EmbedInput(model="nope", texts=["x"])),
+    )
+    created = await planner.stub.CreateJob(
+        jobs_pb2.CreateJobRequest(job=job), metadata=planner.md()
+    )
+    await planner.watch(created.name)
+    failed = await planner.get(created.name)
+    assert failed.state == Job.FAILED
+    assert failed.error.code == grpc.StatusCode.NOT_FOUND.value[0]

@@ -31,7 +31,7 @@ from switchboard.api.jobs.v1 import events_pb2 as switchboard_dot_jobs_dot_v1_do
 from switchboard.api.jobs.v1 import pipelines_pb2 as switchboard_dot_jobs_dot_v1_dot_pipelines__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eswitchboard/jobs/v1/jobs.proto\x12\x13switchboard.jobs.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a switchboard/jobs/v1/events.proto\x1a#switchboard/jobs/v1/pipelines.proto\"\xbf\x06\n\x03Job\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32\x1e.switchboard.jobs.v1.Job.StateB\x04\xe2\x41\x01\x03\x12%\n\x08pipeline\x18\x03 \x01(\tB\x13\xe2\x41\x01\x02\xbaH\x0cr\nR\x08generate\x12\x38\n\x05input\x18\x04 \x01(\x0b\x32\x1d.switchboard.jobs.v1.JobInputB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x34\n\x06result\x18\x05 \x01(\x0b\x32\x1e.switchboard.jobs.v1.JobResultB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63lient\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x61\n\x06labels\x18\n \x03(\x0b\x32$.switchboard.jobs.v1.Job.LabelsEntryB+\xbaH(\x9a\x01%\x10\x10\"\x1ar\x18\x10\x01\x18?2\x12^[a-z][a-z0-9_-]*$*\x05r\x03\x18\x80\x02\x12\xa5\x01\n\x0bwebhook_url\x18\x0b \x01(\tB\x8f\x01\xe2\x41\x01\x01\xbaH\x87\x01r\x06\x18\x80\x10\x88\x01\x01\xba\x01y\n\x12webhook_url.scheme\x12(webhook_url must be an http or https URL\x1a\x39this.startsWith(\'https://\') || this.startsWith(\'http://\')\xd8\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0e\n\nCANCELLING\x10\x06\"v\n\x10\x43reateJobRequest\x12-\n\x03job\x18\x01 \x01(\x0b\x32\x18.switchboard.jobs.v1.JobB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x06job_id\x18\x02 \x01(\tB#\xbaH r\x1e\x32\x1c^([a-z0-9][a-z0-9-]{2,62})?$\"D\n\rGetJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"M\n\x0fListJobsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.switchboard.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x10\x43\x61ncelJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"e\n\x0fWatchJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\x12\x1d\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\"J\n\x13GetJobResultRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$2\xa3\x05\n\nJobService\x12\x63\n\tCreateJob\x12%.switchboard.jobs.v1.CreateJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x08/v1/jobs:\x03job\x12\x61\n\x06GetJob\x12\".switchboard.jobs.v1.GetJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=jobs/*}\x12i\n\x08ListJobs\x12$.switchboard.jobs.v1.ListJobsRequest\x1a%.switchboard.jobs.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12q\n\tCancelJob\x12%.switchboard.jobs.v1.CancelJobRequest\x1a\x18.switchboard.jobs.v1.Job\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{name=jobs/*}/cancel:\x01*\x12s\n\x08WatchJob\x12$.switchboard.jobs.v1.WatchJobRequest\x1a\x1d.switchboard.jobs.v1.JobEvent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/events0\x01\x12z\n\x0cGetJobResult\x12(.switchboard.jobs.v1.GetJobResultRequest\x1a\x1e.switchboard.jobs.v1.JobResult\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/resultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eswitchboard/jobs/v1/jobs.proto\x12\x13switchboard.jobs.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a switchboard/jobs/v1/events.proto\x1a#switchboard/jobs/v1/pipelines.proto\"\xc6\x06\n\x03Job\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32\x1e.switchboard.jobs.v1.Job.StateB\x04\xe2\x41\x01\x03\x12,\n\x08pipeline\x18\x03 \x01(\tB\x1a\xe2\x41\x01\x02\xbaH\x13r\x11R\x08generateR\x05\x65mbed\x12\x38\n\x05input\x18\x04 \x01(\x0b\x32\x1d.switchboard.jobs.v1.JobInputB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x34\n\x06result\x18\x05 \x01(\x0b\x32\x1e.switchboard.jobs.v1.JobResultB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63lient\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x61\n\x06labels\x18\n \x03(\x0b\x32$.switchboard.jobs.v1.Job.LabelsEntryB+\xbaH(\x9a\x01%\x10\x10\"\x1ar\x18\x10\x01\x18?2\x12^[a-z][a-z0-9_-]*$*\x05r\x03\x18\x80\x02\x12\xa5\x01\n\x0bwebhook_url\x18\x0b \x01(\tB\x8f\x01\xe2\x41\x01\x01\xbaH\x87\x01r\x06\x18\x80\x10\x88\x01\x01\xba\x01y\n\x12webhook_url.scheme\x12(webhook_url must be an http or https URL\x1a\x39this.startsWith(\'https://\') || this.startsWith(\'http://\')\xd8\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0e\n\nCANCELLING\x10\x06\"v\n\x10\x43reateJobRequest\x12-\n\x03job\x18\x01 \x01(\x0b\x32\x18.switchboard.jobs.v1.JobB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x06job_id\x18\x02 \x01(\tB#\xbaH r\x1e\x32\x1c^([a-z0-9][a-z0-9-]{2,62})?$\"D\n\rGetJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"M\n\x0fListJobsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.switchboard.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x10\x43\x61ncelJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"e\n\x0fWatchJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\x12\x1d\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\"J\n\x13GetJobResultRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$2\xa3\x05\n\nJobService\x12\x63\n\tCreateJob\x12%.switchboard.jobs.v1.CreateJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x08/v1/jobs:\x03job\x12\x61\n\x06GetJob\x12\".switchboard.jobs.v1.GetJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=jobs/*}\x12i\n\x08ListJobs\x12$.switchboard.jobs.v1.ListJobsRequest\x1a%.switchboard.jobs.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12q\n\tCancelJob\x12%.switchboard.jobs.v1.CancelJobRequest\x1a\x18.switchboard.jobs.v1.Job\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{name=jobs/*}/cancel:\x01*\x12s\n\x08WatchJob\x12$.switchboard.jobs.v1.WatchJobRequest\x1a\x1d.switchboard.jobs.v1.JobEvent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/events0\x01\x12z\n\x0cGetJobResult\x12(.switchboard.jobs.v1.GetJobResultRequest\x1a\x1e.switchboard.jobs.v1.JobResult\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/resultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['state']._loaded_options = None
   _globals['_JOB'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['pipeline']._loaded_options = None
-  _globals['_JOB'].fields_by_name['pipeline']._serialized_options = b'\342A\001\002\272H\014r\nR\010generate'
+  _globals['_JOB'].fields_by_name['pipeline']._serialized_options = b'\342A\001\002\272H\023r\021R\010generateR\005embed'
   _globals['_JOB'].fields_by_name['input']._loaded_options = None
   _globals['_JOB'].fields_by_name['input']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_JOB'].fields_by_name['result']._loaded_options = None
@@ -93,25 +93,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['GetJobResult']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['GetJobResult']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/{name=jobs/*}/result'
   _globals['_JOB']._serialized_start=277
-  _globals['_JOB']._serialized_end=1108
-  _globals['_JOB_LABELSENTRY']._serialized_start=948
-  _globals['_JOB_LABELSENTRY']._serialized_end=993
-  _globals['_JOB_STATE']._serialized_start=995
-  _globals['_JOB_STATE']._serialized_end=1108
-  _globals['_CREATEJOBREQUEST']._serialized_start=1110
-  _globals['_CREATEJOBREQUEST']._serialized_end=1228
-  _globals['_GETJOBREQUEST']._serialized_start=1230
-  _globals['_GETJOBREQUEST']._serialized_end=1298
-  _globals['_LISTJOBSREQUEST']._serialized_start=1300
-  _globals['_LISTJOBSREQUEST']._serialized_end=1377
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1379
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1462
-  _globals['_CANCELJOBREQUEST']._serialized_start=1464
-  _globals['_CANCELJOBREQUEST']._serialized_end=1535
-  _globals['_WATCHJOBREQUEST']._serialized_start=1537
-  _globals['_WATCHJOBREQUEST']._serialized_end=1638
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=1640
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=1714
-  _globals['_JOBSERVICE']._serialized_start=1717
-  _globals['_JOBSERVICE']._serialized_end=2392
+  _globals['_JOB']._serialized_end=1115
+  _globals['_JOB_LABELSENTRY']._serialized_start=955
+  _globals['_JOB_LABELSENTRY']._serialized_end=1000
+  _globals['_JOB_STATE']._serialized_start=1002
+  _globals['_JOB_STATE']._serialized_end=1115
+  _globals['_CREATEJOBREQUEST']._serialized_start=1117
+  _globals['_CREATEJOBREQUEST']._serialized_end=1235
+  _globals['_GETJOBREQUEST']._serialized_start=1237
+  _globals['_GETJOBREQUEST']._serialized_end=1305
+  _globals['_LISTJOBSREQUEST']._serialized_start=1307
+  _globals['_LISTJOBSREQUEST']._serialized_end=1384
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1386
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1469
+  _globals['_CANCELJOBREQUEST']._serialized_start=1471
+  _globals['_CANCELJOBREQUEST']._serialized_end=1542
+  _globals['_WATCHJOBREQUEST']._serialized_start=1544
+  _globals['_WATCHJOBREQUEST']._serialized_end=1645
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=1647
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=1721
+  _globals['_JOBSERVICE']._serialized_start=1724
+  _globals['_JOBSERVICE']._serialized_end=2399
 # @@protoc_insertion_point(module_scope)

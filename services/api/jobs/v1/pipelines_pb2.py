@@ -26,7 +26,7 @@ from switchboard.api.buf.validate import validate_pb2 as buf_dot_validate_dot_va
 from switchboard.api.inference.v1 import inference_pb2 as switchboard_dot_inference_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#switchboard/jobs/v1/pipelines.proto\x12\x13switchboard.jobs.v1\x1a\x1b\x62uf/validate/validate.proto\x1a(switchboard/inference/v1/inference.proto\"Q\n\x08JobInput\x12\x36\n\x08generate\x18\x01 \x01(\x0b\x32\".switchboard.jobs.v1.GenerateInputH\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"L\n\tJobResult\x12\x37\n\x08generate\x18\x01 \x01(\x0b\x32#.switchboard.jobs.v1.GenerateOutputH\x00\x42\x06\n\x04kind\"\x81\x01\n\rGenerateInput\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1b\n\x06prompt\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x02\x12\x38\n\x06params\x18\x03 \x01(\x0b\x32(.switchboard.inference.v1.SamplingParams\"\x8d\x01\n\x0eGenerateOutput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12=\n\rfinish_reason\x18\x02 \x01(\x0e\x32&.switchboard.inference.v1.FinishReason\x12.\n\x05usage\x18\x03 \x01(\x0b\x32\x1f.switchboard.inference.v1.Usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#switchboard/jobs/v1/pipelines.proto\x12\x13switchboard.jobs.v1\x1a\x1b\x62uf/validate/validate.proto\x1a(switchboard/inference/v1/inference.proto\"\x83\x01\n\x08JobInput\x12\x36\n\x08generate\x18\x01 \x01(\x0b\x32\".switchboard.jobs.v1.GenerateInputH\x00\x12\x30\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x1f.switchboard.jobs.v1.EmbedInputH\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\x7f\n\tJobResult\x12\x37\n\x08generate\x18\x01 \x01(\x0b\x32#.switchboard.jobs.v1.GenerateOutputH\x00\x12\x31\n\x05\x65mbed\x18\x02 \x01(\x0b\x32 .switchboard.jobs.v1.EmbedOutputH\x00\x42\x06\n\x04kind\"\x81\x01\n\rGenerateInput\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1b\n\x06prompt\x18\x02 \x01(\tB\x0b\xbaH\x08r\x06\x10\x01\x18\x80\x80\x02\x12\x38\n\x06params\x18\x03 \x01(\x0b\x32(.switchboard.inference.v1.SamplingParams\"\x8d\x01\n\x0eGenerateOutput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12=\n\rfinish_reason\x18\x02 \x01(\x0e\x32&.switchboard.inference.v1.FinishReason\x12.\n\x05usage\x18\x03 \x01(\x0b\x32\x1f.switchboard.inference.v1.Usage\"K\n\nEmbedInput\x12\x19\n\x05model\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\"\n\x05texts\x18\x02 \x03(\tB\x13\xbaH\x10\x92\x01\r\x08\x01\x10\x80\x02\"\x06r\x04\x18\x80\x80\x04\"U\n\x0b\x45mbedOutput\x12\x37\n\nembeddings\x18\x01 \x03(\x0b\x32#.switchboard.inference.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEINPUT'].fields_by_name['model']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
   _globals['_GENERATEINPUT'].fields_by_name['prompt']._loaded_options = None
   _globals['_GENERATEINPUT'].fields_by_name['prompt']._serialized_options = b'\272H\010r\006\020\001\030\200\200\002'
-  _globals['_JOBINPUT']._serialized_start=131
-  _globals['_JOBINPUT']._serialized_end=212
-  _globals['_JOBRESULT']._serialized_start=214
-  _globals['_JOBRESULT']._serialized_end=290
-  _globals['_GENERATEINPUT']._serialized_start=293
-  _globals['_GENERATEINPUT']._serialized_end=422
-  _globals['_GENERATEOUTPUT']._serialized_start=425
-  _globals['_GENERATEOUTPUT']._serialized_end=566
+  _globals['_EMBEDINPUT'].fields_by_name['model']._loaded_options = None
+  _globals['_EMBEDINPUT'].fields_by_name['model']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_EMBEDINPUT'].fields_by_name['texts']._loaded_options = None
+  _globals['_EMBEDINPUT'].fields_by_name['texts']._serialized_options = b'\272H\020\222\001\r\010\001\020\200\002\"\006r\004\030\200\200\004'
+  _globals['_JOBINPUT']._serialized_start=132
+  _globals['_JOBINPUT']._serialized_end=263
+  _globals['_JOBRESULT']._serialized_start=265
+  _globals['_JOBRESULT']._serialized_end=392
+  _globals['_GENERATEINPUT']._serialized_start=395
+  _globals['_GENERATEINPUT']._serialized_end=524
+  _globals['_GENERATEOUTPUT']._serialized_start=527
+  _globals['_GENERATEOUTPUT']._serialized_end=668
+  _globals['_EMBEDINPUT']._serialized_start=670
+  _globals['_EMBEDINPUT']._serialized_end=745
+  _globals['_EMBEDOUTPUT']._serialized_start=747
+  _globals['_EMBEDOUTPUT']._serialized_end=832
 # @@protoc_insertion_point(module_scope)
