@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
+from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -45,3 +48,16 @@ async def wait_for_stop() -> str:
 def _settle(future: asyncio.Future[str], name: str) -> None:
     if not future.done():
         future.set_result(name)
+
+
+def exit_after_shutdown() -> NoReturn:
+    """Leaves a process that has already shut down cleanly, skipping interpreter finalisation.
+
+    Finalisation can abort while the Temporal core's and gRPC's native threads wind down
+    (seen: "PyGILState_Release: thread state ... must be current", SIGABRT, exit -6), which
+    would turn a clean stop into a crash.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -67,3 +67,4 @@ def main() -> None:
     telemetry.setup("planner", settings.log_level)
     telemetry.serve_metrics(settings.metrics_port)
     asyncio.run(serve(settings))
+    process.exit_after_shutdown()

@@ -96,6 +96,7 @@ def main() -> None:
     settings = WorkerSettings.from_env(os.environ)
     telemetry.setup("worker", settings.log_level)
     asyncio.run(run(settings))
+    process.exit_after_shutdown()
 
 
 if __name__ == "__main__":
