@@ -132,6 +132,13 @@ async def test_job_survives_its_worker_killed_mid_generation(
                 return (await planner.get(job.name)).state == jobs_pb2.Job.SUCCEEDED
 
             await eventually(succeeded, within_s=SUCCEED_WITHIN_S)
+
+            # The snapshot says SUCCEEDED a moment before the terminal event is stored.
+            async def terminal_logged() -> bool:
+                logged = states(await planner.stored(job.name))
+                return any(state in TERMINAL_STATES for state in logged)
+
+            await eventually(terminal_logged)
             stored = await planner.stored(job.name)
             done = await planner.get(job.name)
     finally:
