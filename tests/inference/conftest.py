@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+import tritonclient.grpc.aio as aioclient
 
 from .support import Service, TritonProcess, launch_triton, running_service, stop_triton
 
@@ -24,3 +25,13 @@ async def service(triton_server: TritonProcess) -> AsyncIterator[Service]:
     """The inference service, serving (canary passed), test-streamer paced at 50 tokens/s."""
     async with running_service(triton_server.grpc_address) as running:
         yield running
+
+
+@pytest_asyncio.fixture
+async def client(triton_server: TritonProcess) -> AsyncIterator[aioclient.InferenceServerClient]:
+    """A tritonclient talking to the session's Triton directly (no inference service)."""
+    client = aioclient.InferenceServerClient(triton_server.grpc_address)
+    try:
+        yield client
+    finally:
+        await client.close()

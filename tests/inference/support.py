@@ -243,6 +243,19 @@ async def drain_after_cancel(stream: Any) -> int:
     return late
 
 
+def output_text(result: Any, name: str) -> str:
+    """A [1]-shaped BYTES output of a Triton response, decoded."""
+    value = result.as_numpy(name)
+    assert value is not None, f"response has no {name}"
+    return bytes(value[0]).decode()
+
+
+def output_int(result: Any, name: str) -> int:
+    value = result.as_numpy(name)
+    assert value is not None, f"response has no {name}"
+    return int(value[0])
+
+
 def unique(prefix: str) -> str:
     # Triton's log is shared by the whole session: ids must not repeat across tests.
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-import pytest_asyncio
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tokenizers import Tokenizer
-
-from .support import TritonProcess
 
 MODEL = "all-minilm-l6-v2"
 TIMEOUT_S = 30.0
@@ -47,15 +43,6 @@ def tokenizer() -> Tokenizer:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
-
-
-@pytest_asyncio.fixture
-async def client(triton_server: TritonProcess) -> AsyncIterator[aioclient.InferenceServerClient]:
-    client = aioclient.InferenceServerClient(triton_server.grpc_address)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def _embed(

@@ -5,32 +5,21 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
-import pytest_asyncio
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from PIL import Image, ImageDraw, ImageFont
 from tritonclient.utils import InferenceServerException
 
-from .support import TritonProcess
+from .support import output_text
 
 MODEL = "ppocr-v4"
 TIMEOUT_S = 60.0
 LINES = ["Switchboard reads this line", "The quick brown fox jumps 42 times"]
 WIDTH, HEIGHT = 900, 260
-
-
-@pytest_asyncio.fixture
-async def client(triton_server: TritonProcess) -> AsyncIterator[aioclient.InferenceServerClient]:
-    client = aioclient.InferenceServerClient(triton_server.grpc_address)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def _png(lines: list[str], size: tuple[int, int] = (WIDTH, HEIGHT)) -> bytes:
@@ -55,17 +44,11 @@ def _normalised(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def _string(result: Any, name: str) -> str:
-    value = result.as_numpy(name)
-    assert value is not None, f"no {name}"
-    return bytes(value[0]).decode()
-
-
 @pytest.mark.asyncio
 async def test_reads_rendered_lines_top_to_bottom(client: aioclient.InferenceServerClient) -> None:
     result = await _ocr(client, _png(LINES))
 
-    text, lines = _string(result, "TEXT"), json.loads(_string(result, "LINES"))
+    text, lines = output_text(result, "TEXT"), json.loads(output_text(result, "LINES"))
     assert [_normalised(t) for t in text.split("\n")] == [_normalised(t) for t in LINES]
     assert [line["text"] for line in lines] == text.split("\n")
     for line in lines:
@@ -83,8 +66,8 @@ async def test_reads_rendered_lines_top_to_bottom(client: aioclient.InferenceSer
 async def test_blank_image_has_no_text(client: aioclient.InferenceServerClient) -> None:
     result = await _ocr(client, _png([], size=(240, 120)))
 
-    assert _string(result, "TEXT") == ""
-    assert json.loads(_string(result, "LINES")) == []
+    assert output_text(result, "TEXT") == ""
+    assert json.loads(output_text(result, "LINES")) == []
 
 
 @pytest.mark.asyncio

@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from switchboard.inference import triton_launch
 
-from .support import TritonProcess, drain_after_cancel, unique
+from .support import TritonProcess, drain_after_cancel, output_int, output_text, unique
 
 MODEL = "smollm2-135m-instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -109,18 +109,6 @@ async def _one(inputs: list[grpcclient.InferInput], rid: str) -> AsyncIterator[d
     yield {"model_name": MODEL, "inputs": inputs, "request_id": rid}
 
 
-def _string(result: grpcclient.InferResult, name: str) -> str:
-    value = result.as_numpy(name)
-    assert value is not None, f"no {name}"
-    return bytes(value[0]).decode()
-
-
-def _number(result: grpcclient.InferResult, name: str) -> int:
-    value = result.as_numpy(name)
-    assert value is not None, f"no {name}"
-    return int(value[0])
-
-
 async def _stream(triton: TritonProcess, inputs: list[grpcclient.InferInput]) -> list[Item]:
     client = aioclient.InferenceServerClient(triton.grpc_address)
     try:
@@ -138,12 +126,12 @@ async def _generate(triton: TritonProcess, messages: Any, **options: Any) -> dic
     *deltas, final = [result for result, _ in items if result is not None]
     params = final.get_response().parameters
     assert params["triton_final_response"].bool_param
-    assert _string(final, "TEXT") == ""
+    assert output_text(final, "TEXT") == ""
     return {
-        "deltas": [_string(d, "TEXT") for d in deltas],
-        "finish_reason": _string(final, "FINISH_REASON"),
-        "prompt_tokens": _number(final, "PROMPT_TOKENS"),
-        "completion_tokens": _number(final, "COMPLETION_TOKENS"),
+        "deltas": [output_text(d, "TEXT") for d in deltas],
+        "finish_reason": output_text(final, "FINISH_REASON"),
+        "prompt_tokens": output_int(final, "PROMPT_TOKENS"),
+        "completion_tokens": output_int(final, "COMPLETION_TOKENS"),
     }
 
 
@@ -232,7 +220,7 @@ async def test_cancel_mid_stream_stops_generation(triton_server: TritonProcess) 
             async for result, error in stream:
                 assert error is None, f"stream error: {error}"
                 assert result is not None
-                received.append(_string(result, "TEXT"))
+                received.append(output_text(result, "TEXT"))
                 if len(received) == 3:
                     break
         stream.cancel()

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-import pytest_asyncio
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
@@ -20,15 +19,6 @@ from .support import TritonProcess, unique
 TIMEOUT_S = 30.0
 ECHO = "test-echo-embed"
 HANG = "test-hang"
-
-
-@pytest_asyncio.fixture
-async def client(triton_server: TritonProcess) -> AsyncIterator[aioclient.InferenceServerClient]:
-    client = aioclient.InferenceServerClient(triton_server.grpc_address)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def _texts(texts: list[str]) -> grpcclient.InferInput:

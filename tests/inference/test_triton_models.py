@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from .support import TritonProcess, drain_after_cancel
+from .support import TritonProcess, drain_after_cancel, output_int, output_text
 
 STREAM_TIMEOUT_S = 30.0
 
@@ -52,18 +52,6 @@ async def _one_request(
 def _is_final(result: grpcclient.InferResult) -> bool:
     parameters = result.get_response().parameters
     return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
-
-
-def _text(result: grpcclient.InferResult, name: str) -> str:
-    value = result.as_numpy(name)
-    assert value is not None, f"response has no {name}"
-    return bytes(value[0]).decode()
-
-
-def _int(result: grpcclient.InferResult, name: str) -> int:
-    value = result.as_numpy(name)
-    assert value is not None, f"response has no {name}"
-    return int(value[0])
 
 
 async def _stream(
@@ -106,12 +94,12 @@ async def test_streamer_streams_deterministic_tokens_then_stop(triton: TritonPro
     prompt = "the quick brown fox"
     *tokens, final = await _generate(triton, prompt, "stop-1")
 
-    assert [_text(r, "TEXT") for r in tokens] == _expected_tokens(prompt, 8)
+    assert [output_text(r, "TEXT") for r in tokens] == _expected_tokens(prompt, 8)
     assert all(r.as_numpy("FINISH_REASON") is None for r in tokens)
-    assert _text(final, "TEXT") == ""
-    assert _text(final, "FINISH_REASON") == "stop"
-    assert _int(final, "PROMPT_TOKENS") == 4
-    assert _int(final, "COMPLETION_TOKENS") == 8
+    assert output_text(final, "TEXT") == ""
+    assert output_text(final, "FINISH_REASON") == "stop"
+    assert output_int(final, "PROMPT_TOKENS") == 4
+    assert output_int(final, "COMPLETION_TOKENS") == 8
 
 
 @pytest.mark.asyncio
@@ -120,10 +108,10 @@ async def test_streamer_max_tokens_gives_length(triton: TritonProcess, max_token
     prompt = "one two three"
     *tokens, final = await _generate(triton, prompt, f"length-{max_tokens}", max_tokens=max_tokens)
 
-    assert [_text(r, "TEXT") for r in tokens] == _expected_tokens(prompt, max_tokens)
-    assert _text(final, "FINISH_REASON") == "length"
-    assert _int(final, "PROMPT_TOKENS") == 3
-    assert _int(final, "COMPLETION_TOKENS") == max_tokens
+    assert [output_text(r, "TEXT") for r in tokens] == _expected_tokens(prompt, max_tokens)
+    assert output_text(final, "FINISH_REASON") == "length"
+    assert output_int(final, "PROMPT_TOKENS") == 3
+    assert output_int(final, "COMPLETION_TOKENS") == max_tokens
 
 
 @pytest.mark.asyncio
@@ -149,7 +137,7 @@ async def test_streamer_cancel_stops_generation(triton: TritonProcess) -> None:
         async with asyncio.timeout(STREAM_TIMEOUT_S):
             async for result, error in stream:
                 assert error is None, f"stream error: {error}"
-                received.append(_text(result, "TEXT"))
+                received.append(output_text(result, "TEXT"))
                 if len(received) == 3:
                     break
         stream.cancel()
@@ -163,8 +151,8 @@ async def test_streamer_cancel_stops_generation(triton: TritonProcess) -> None:
     assert await triton.cancelled_after("cancel-me") <= len(received) + 2
     # And it still serves.
     *_tokens, final = await _generate(triton, "still alive", "after-cancel")
-    assert _text(final, "FINISH_REASON") == "stop"
-    assert _int(final, "COMPLETION_TOKENS") == 4
+    assert output_text(final, "FINISH_REASON") == "stop"
+    assert output_int(final, "COMPLETION_TOKENS") == 4
 
 
 FAIL_MESSAGE = "test-fail: this model always fails"

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 import pytest_asyncio
 from opentelemetry import trace
@@ -15,13 +14,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from temporalio.client import Client
 from valkey.asyncio import Valkey
 
-from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.launcher.ports import Ports, free_block
 from switchboard.planner import process
 
 from ..stack import start_stack
 from .fake_inference import FakeInference
-from .support import Planner, running_planner, running_worker
+from .support import Planner, running_planner, running_worker, serving
 
 
 @dataclass(frozen=True)
@@ -74,14 +72,8 @@ async def temporal_client(infra: Infra) -> Client:
 async def inference() -> AsyncIterator[tuple[FakeInference, str]]:
     """The fake inference service on a real gRPC server: (servicer, address)."""
     fake = FakeInference()
-    grpc_server = grpc.aio.server()
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(fake, grpc_server)
-    port = grpc_server.add_insecure_port("127.0.0.1:0")
-    await grpc_server.start()
-    try:
-        yield fake, f"127.0.0.1:{port}"
-    finally:
-        await grpc_server.stop(0)
+    async with serving(fake) as address:
+        yield fake, address
 
 
 @pytest_asyncio.fixture

@@ -165,3 +165,16 @@ async def running_planner(
     finally:
         await channel.close(grace=None)
         await grpc_server.stop(0)
+
+
+@asynccontextmanager
+async def serving(fake: FakeInference) -> AsyncIterator[str]:
+    """A stand-in inference service on a real gRPC server; yields its address."""
+    grpc_server = grpc.aio.server()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(fake, grpc_server)
+    port = grpc_server.add_insecure_port("127.0.0.1:0")
+    await grpc_server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await grpc_server.stop(0)

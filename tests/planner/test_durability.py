@@ -16,14 +16,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
-from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.planner.events import TERMINAL_STATES
 
@@ -31,7 +29,7 @@ from ..stack import free_ports
 from .conftest import Infra
 from .fake_inference import FakeInference
 from .processes import Process, spawn
-from .support import eventually, running_planner, states
+from .support import eventually, running_planner, serving, states
 
 PACED = "paced"
 PACE_S = 0.1
@@ -64,14 +62,8 @@ class PacedInference(FakeInference):
 @pytest_asyncio.fixture
 async def paced() -> AsyncIterator[tuple[PacedInference, str]]:
     fake = PacedInference()
-    grpc_server = grpc.aio.server()
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(fake, grpc_server)
-    port = grpc_server.add_insecure_port("127.0.0.1:0")
-    await grpc_server.start()
-    try:
-        yield fake, f"127.0.0.1:{port}"
-    finally:
-        await grpc_server.stop(0)
+    async with serving(fake) as address:
+        yield fake, address
 
 
 async def _worker(infra: Infra, inference: str, queue: str, log: Path) -> Process:
