@@ -116,6 +116,24 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         async for event in self._events.watch(wid, request.after_cursor):
             yield event
 
+    async def ListPipelines(
+        self, request: jobs_pb2.ListPipelinesRequest, context: Context
+    ) -> jobs_pb2.ListPipelinesResponse:
+        raise SwitchboardError(
+            "ListPipelines is not implemented yet",
+            reason="NOT_IMPLEMENTED",
+            code=grpc.StatusCode.UNIMPLEMENTED,
+        )
+
+    async def GetChatSession(
+        self, request: jobs_pb2.GetChatSessionRequest, context: Context
+    ) -> jobs_pb2.ChatSession:
+        raise SwitchboardError(
+            "GetChatSession is not implemented yet",
+            reason="NOT_IMPLEMENTED",
+            code=grpc.StatusCode.UNIMPLEMENTED,
+        )
+
     def _target(self, request: Any, context: Context) -> tuple[str, str]:
         """(client_id, job_id) of a request naming one job; validates it on the way."""
         client_id = caller(context)

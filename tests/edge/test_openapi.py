@@ -20,7 +20,7 @@ def test_document_lists_every_route_with_rpc_ids_and_proto_summaries() -> None:
     assert create["summary"].startswith("Creates a job and starts it.")
     assert "202" in create["responses"]
     assert create["requestBody"]["description"] == "switchboard.jobs.v1.Job"
-    assert [p["name"] for p in create["parameters"]] == ["jobId"]
+    assert [p["name"] for p in create["parameters"]] == ["jobId", "idempotencyKey"]
     listing = operations[("GET", "/v1/jobs")]
     assert {p["name"]: p["schema"]["type"] for p in listing["parameters"]} == {
         "pageSize": "integer",

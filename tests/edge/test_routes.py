@@ -15,6 +15,8 @@ EXPECTED = {
     ("POST", "/v1/jobs/{job_id}/cancel", "CancelJob"),
     ("GET", "/v1/jobs/{job_id}/events", "WatchJob"),
     ("GET", "/v1/jobs/{job_id}/result", "GetJobResult"),
+    ("GET", "/v1/pipelines", "ListPipelines"),
+    ("GET", "/v1/sessions/{session_id}", "GetChatSession"),
 }
 
 

@@ -6,7 +6,9 @@ isort:skip_file
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
+from switchboard.api.jobs.v1 import pipelines_pb2 as _pipelines_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -32,6 +34,8 @@ class JobEvent(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Position in the job's log; resume a watch after it. Also the SSE `id:`."""
     job: _builtins.str
@@ -50,6 +54,12 @@ class JobEvent(_message.Message):
 
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def log(self) -> Global___Log: ...
+    @_builtins.property
+    def result(self) -> _pipelines_pb2.JobResult:
+        """The job's result, logged just before its SUCCEEDED state change."""
+
     def __init__(
         self,
         *,
@@ -61,12 +71,14 @@ class JobEvent(_message.Message):
         progress: Global___Progress | None = ...,
         gap: Global___Gap | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        log: Global___Log | None = ...,
+        result: _pipelines_pb2.JobResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "gap", b"gap", "heartbeat", b"heartbeat", "payload", b"payload", "progress", b"progress", "state_changed", b"state_changed", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "gap", b"gap", "heartbeat", b"heartbeat", "log", b"log", "payload", b"payload", "progress", b"progress", "result", b"result", "state_changed", b"state_changed", "token", b"token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cursor", b"cursor", "gap", b"gap", "heartbeat", b"heartbeat", "job", b"job", "payload", b"payload", "progress", b"progress", "state_changed", b"state_changed", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cursor", b"cursor", "gap", b"gap", "heartbeat", b"heartbeat", "job", b"job", "log", b"log", "payload", b"payload", "progress", b"progress", "result", b"result", "state_changed", b"state_changed", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "token", "progress", "gap", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "token", "progress", "gap", "heartbeat", "log", "result"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -104,18 +116,22 @@ class TokenDelta(_message.Message):
 
     TEXT_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     index: _builtins.int
     """Index of this delta within the stage's stream, from 0."""
+    stage: _builtins.str
+    """The stage (or fan-out branch) that generated it; empty for a single-stage pipeline."""
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         index: _builtins.int = ...,
+        stage: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "stage", b"stage", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -123,28 +139,79 @@ Global___TokenDelta: _TypeAlias = TokenDelta  # noqa: Y015
 
 @_typing.final
 class Progress(_message.Message):
+    """Progress of one stage or branch (`stage` set), or of the whole job (`stage` empty)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STAGE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     FRACTION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     stage: _builtins.str
     message: _builtins.str
     fraction: _builtins.float
+    """From 0 to 1."""
+    status: _pipelines_pb2.StageResult.Status.ValueType
+    """The stage's status after this event; unset for the whole job."""
     def __init__(
         self,
         *,
         stage: _builtins.str = ...,
         message: _builtins.str = ...,
         fraction: _builtins.float = ...,
+        status: _pipelines_pb2.StageResult.Status.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message", "stage", b"stage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fraction", b"fraction", "message", b"message", "stage", b"stage", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Progress: _TypeAlias = Progress  # noqa: Y015
+
+@_typing.final
+class Log(_message.Message):
+    """A line for people following the job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Level:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _LevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Log._Level.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        LEVEL_UNSPECIFIED: Log._Level.ValueType  # 0
+        INFO: Log._Level.ValueType  # 1
+        WARNING: Log._Level.ValueType  # 2
+        ERROR: Log._Level.ValueType  # 3
+
+    class Level(_Level, metaclass=_LevelEnumTypeWrapper): ...
+    LEVEL_UNSPECIFIED: Log.Level.ValueType  # 0
+    INFO: Log.Level.ValueType  # 1
+    WARNING: Log.Level.ValueType  # 2
+    ERROR: Log.Level.ValueType  # 3
+
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    level: Global___Log.Level.ValueType
+    message: _builtins.str
+    stage: _builtins.str
+    def __init__(
+        self,
+        *,
+        level: Global___Log.Level.ValueType = ...,
+        message: _builtins.str = ...,
+        stage: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "message", b"message", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Log: _TypeAlias = Log  # noqa: Y015
 
 @_typing.final
 class Gap(_message.Message):

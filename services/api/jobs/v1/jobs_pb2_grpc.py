@@ -68,6 +68,16 @@ class JobServiceStub:
                 request_serializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.GetJobResultRequest.SerializeToString,
                 response_deserializer=switchboard_dot_jobs_dot_v1_dot_pipelines__pb2.JobResult.FromString,
                 _registered_method=True)
+        self.ListPipelines = channel.unary_unary(
+                '/switchboard.jobs.v1.JobService/ListPipelines',
+                request_serializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ListPipelinesRequest.SerializeToString,
+                response_deserializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ListPipelinesResponse.FromString,
+                _registered_method=True)
+        self.GetChatSession = channel.unary_unary(
+                '/switchboard.jobs.v1.JobService/GetChatSession',
+                request_serializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.GetChatSessionRequest.SerializeToString,
+                response_deserializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ChatSession.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -119,6 +129,20 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPipelines(self, request, context):
+        """Describes the pipeline catalog: each pipeline's stages and the schema of its input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChatSession(self, request, context):
+        """Returns the durable transcript of one of the caller's chat sessions, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +175,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetJobResult,
                     request_deserializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.GetJobResultRequest.FromString,
                     response_serializer=switchboard_dot_jobs_dot_v1_dot_pipelines__pb2.JobResult.SerializeToString,
+            ),
+            'ListPipelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPipelines,
+                    request_deserializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ListPipelinesRequest.FromString,
+                    response_serializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ListPipelinesResponse.SerializeToString,
+            ),
+            'GetChatSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChatSession,
+                    request_deserializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.GetChatSessionRequest.FromString,
+                    response_serializer=switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ChatSession.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +351,60 @@ class JobService:
             '/switchboard.jobs.v1.JobService/GetJobResult',
             switchboard_dot_jobs_dot_v1_dot_jobs__pb2.GetJobResultRequest.SerializeToString,
             switchboard_dot_jobs_dot_v1_dot_pipelines__pb2.JobResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPipelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.jobs.v1.JobService/ListPipelines',
+            switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ListPipelinesRequest.SerializeToString,
+            switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ListPipelinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChatSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.jobs.v1.JobService/GetChatSession',
+            switchboard_dot_jobs_dot_v1_dot_jobs__pb2.GetChatSessionRequest.SerializeToString,
+            switchboard_dot_jobs_dot_v1_dot_jobs__pb2.ChatSession.FromString,
             options,
             channel_credentials,
             insecure,

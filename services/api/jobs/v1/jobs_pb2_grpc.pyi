@@ -53,6 +53,10 @@ class JobServiceStub:
     """Returns the result of a finished job; FAILED_PRECONDITION (reason JOB_NOT_FINISHED)
     while it still runs.
     """
+    ListPipelines: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.ListPipelinesRequest, _jobs_pb2.ListPipelinesResponse]
+    """Describes the pipeline catalog: each pipeline's stages and the schema of its input."""
+    GetChatSession: _grpc.UnaryUnaryMultiCallable[_jobs_pb2.GetChatSessionRequest, _jobs_pb2.ChatSession]
+    """Returns the durable transcript of one of the caller's chat sessions, oldest first."""
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -77,6 +81,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """Returns the result of a finished job; FAILED_PRECONDITION (reason JOB_NOT_FINISHED)
     while it still runs.
     """
+    ListPipelines: _aio.UnaryUnaryMultiCallable[_jobs_pb2.ListPipelinesRequest, _jobs_pb2.ListPipelinesResponse]  # type: ignore[assignment]
+    """Describes the pipeline catalog: each pipeline's stages and the schema of its input."""
+    GetChatSession: _aio.UnaryUnaryMultiCallable[_jobs_pb2.GetChatSessionRequest, _jobs_pb2.ChatSession]  # type: ignore[assignment]
+    """Returns the durable transcript of one of the caller's chat sessions, oldest first."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService runs AI jobs durably: each job is one Temporal workflow, its events are
@@ -134,5 +142,21 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the result of a finished job; FAILED_PRECONDITION (reason JOB_NOT_FINISHED)
         while it still runs.
         """
+
+    @_abc_1.abstractmethod
+    def ListPipelines(
+        self,
+        request: _jobs_pb2.ListPipelinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ListPipelinesResponse, _abc.Awaitable[_jobs_pb2.ListPipelinesResponse]]:
+        """Describes the pipeline catalog: each pipeline's stages and the schema of its input."""
+
+    @_abc_1.abstractmethod
+    def GetChatSession(
+        self,
+        request: _jobs_pb2.GetChatSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.ChatSession, _abc.Awaitable[_jobs_pb2.ChatSession]]:
+        """Returns the durable transcript of one of the caller's chat sessions, oldest first."""
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

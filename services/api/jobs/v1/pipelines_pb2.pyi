@@ -5,8 +5,11 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from switchboard.api.inference.v1 import inference_pb2 as _inference_pb2
 import builtins as _builtins
 import sys
@@ -21,27 +24,53 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class JobInput(_message.Message):
-    """The input of a job; its kind names the pipeline that runs it."""
+    """The input of a job; its kind names the pipeline that runs it (with `-` for `_`:
+    `ingest_document` is the input of `ingest-document`).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     GENERATE_FIELD_NUMBER: _builtins.int
     EMBED_FIELD_NUMBER: _builtins.int
+    CHAT_FIELD_NUMBER: _builtins.int
+    INGEST_DOCUMENT_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    FAN_OUT_FIELD_NUMBER: _builtins.int
+    GRAPH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def generate(self) -> Global___GenerateInput: ...
     @_builtins.property
     def embed(self) -> Global___EmbedInput: ...
+    @_builtins.property
+    def chat(self) -> Global___ChatInput: ...
+    @_builtins.property
+    def ingest_document(self) -> Global___IngestDocumentInput: ...
+    @_builtins.property
+    def search(self) -> Global___SearchInput: ...
+    @_builtins.property
+    def answer(self) -> Global___AnswerInput: ...
+    @_builtins.property
+    def fan_out(self) -> Global___FanOutInput: ...
+    @_builtins.property
+    def graph(self) -> Global___StageGraph: ...
     def __init__(
         self,
         *,
         generate: Global___GenerateInput | None = ...,
         embed: Global___EmbedInput | None = ...,
+        chat: Global___ChatInput | None = ...,
+        ingest_document: Global___IngestDocumentInput | None = ...,
+        search: Global___SearchInput | None = ...,
+        answer: Global___AnswerInput | None = ...,
+        fan_out: Global___FanOutInput | None = ...,
+        graph: Global___StageGraph | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "generate", b"generate", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "chat", b"chat", "embed", b"embed", "fan_out", b"fan_out", "generate", b"generate", "graph", b"graph", "ingest_document", b"ingest_document", "kind", b"kind", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "generate", b"generate", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "chat", b"chat", "embed", b"embed", "fan_out", b"fan_out", "generate", b"generate", "graph", b"graph", "ingest_document", b"ingest_document", "kind", b"kind", "search", b"search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["generate", "embed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["generate", "embed", "chat", "ingest_document", "search", "answer", "fan_out", "graph"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -55,21 +84,45 @@ class JobResult(_message.Message):
 
     GENERATE_FIELD_NUMBER: _builtins.int
     EMBED_FIELD_NUMBER: _builtins.int
+    CHAT_FIELD_NUMBER: _builtins.int
+    INGEST_DOCUMENT_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    FAN_OUT_FIELD_NUMBER: _builtins.int
+    GRAPH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def generate(self) -> Global___GenerateOutput: ...
     @_builtins.property
     def embed(self) -> Global___EmbedOutput: ...
+    @_builtins.property
+    def chat(self) -> Global___ChatOutput: ...
+    @_builtins.property
+    def ingest_document(self) -> Global___IngestDocumentOutput: ...
+    @_builtins.property
+    def search(self) -> Global___SearchOutput: ...
+    @_builtins.property
+    def answer(self) -> Global___AnswerOutput: ...
+    @_builtins.property
+    def fan_out(self) -> Global___StagesOutput: ...
+    @_builtins.property
+    def graph(self) -> Global___StagesOutput: ...
     def __init__(
         self,
         *,
         generate: Global___GenerateOutput | None = ...,
         embed: Global___EmbedOutput | None = ...,
+        chat: Global___ChatOutput | None = ...,
+        ingest_document: Global___IngestDocumentOutput | None = ...,
+        search: Global___SearchOutput | None = ...,
+        answer: Global___AnswerOutput | None = ...,
+        fan_out: Global___StagesOutput | None = ...,
+        graph: Global___StagesOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "generate", b"generate", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "chat", b"chat", "embed", b"embed", "fan_out", b"fan_out", "generate", b"generate", "graph", b"graph", "ingest_document", b"ingest_document", "kind", b"kind", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "generate", b"generate", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "chat", b"chat", "embed", b"embed", "fan_out", b"fan_out", "generate", b"generate", "graph", b"graph", "ingest_document", b"ingest_document", "kind", b"kind", "search", b"search"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["generate", "embed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["generate", "embed", "chat", "ingest_document", "search", "answer", "fan_out", "graph"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -179,3 +232,657 @@ class EmbedOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmbedOutput: _TypeAlias = EmbedOutput  # noqa: Y015
+
+@_typing.final
+class ChatInput(_message.Message):
+    """Input of the `chat` pipeline: one user turn in a session. The session's last messages
+    (a window kept in Valkey with a TTL) go to the model before it; the answer is appended to
+    the window and to the session's durable transcript.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    SYSTEM_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The conversation this turn belongs to, scoped to the client."""
+    model: _builtins.str
+    message: _builtins.str
+    system: _builtins.str
+    """Instructions placed before the window; not stored in the session."""
+    @_builtins.property
+    def params(self) -> _inference_pb2.SamplingParams: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        message: _builtins.str = ...,
+        system: _builtins.str = ...,
+        params: _inference_pb2.SamplingParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "model", b"model", "params", b"params", "session_id", b"session_id", "system", b"system"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatInput: _TypeAlias = ChatInput  # noqa: Y015
+
+@_typing.final
+class ChatOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    CONTEXT_MESSAGES_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    finish_reason: _inference_pb2.FinishReason.ValueType
+    context_messages: _builtins.int
+    """How many earlier messages of the session the model was given."""
+    @_builtins.property
+    def usage(self) -> _inference_pb2.Usage: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        finish_reason: _inference_pb2.FinishReason.ValueType = ...,
+        usage: _inference_pb2.Usage | None = ...,
+        context_messages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_messages", b"context_messages", "finish_reason", b"finish_reason", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatOutput: _TypeAlias = ChatOutput  # noqa: Y015
+
+@_typing.final
+class Document(_message.Message):
+    """A document to ingest: plain text, a PDF, or an image (PNG or JPEG) that OCR reads."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    PDF_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    pdf: _builtins.bytes
+    image: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        pdf: _builtins.bytes = ...,
+        image: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image", b"image", "pdf", b"pdf", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "image", b"image", "pdf", b"pdf", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["text", "pdf", "image"]  # noqa: Y015
+    _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
+
+Global___Document: _TypeAlias = Document  # noqa: Y015
+
+@_typing.final
+class IngestDocumentInput(_message.Message):
+    """Input of the `ingest-document` pipeline: extract (OCR for images) → chunk → embed →
+    upsert into a Chroma collection, in one job.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    EMBED_MODEL_FIELD_NUMBER: _builtins.int
+    CHUNK_TOKENS_FIELD_NUMBER: _builtins.int
+    CHUNK_OVERLAP_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    """Chroma collection name: 3-63 characters, letters, digits, `.`, `_`, `-`."""
+    document_id: _builtins.str
+    """Names the document in the collection; the job id when empty. Re-ingesting the same
+    id replaces its chunks' vectors.
+    """
+    embed_model: _builtins.str
+    """Embedding model; `default-embed` when empty."""
+    chunk_tokens: _builtins.int
+    """Chunk size in tokens of the embedding model's tokenizer; 500 when 0."""
+    chunk_overlap: _builtins.int
+    """Tokens each chunk repeats from the one before; 50 when unset."""
+    @_builtins.property
+    def document(self) -> Global___Document: ...
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Stored with every chunk and returned by search."""
+
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        document: Global___Document | None = ...,
+        document_id: _builtins.str = ...,
+        embed_model: _builtins.str = ...,
+        chunk_tokens: _builtins.int = ...,
+        chunk_overlap: _builtins.int | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap", "document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "chunk_overlap", b"chunk_overlap", "chunk_tokens", b"chunk_tokens", "collection", b"collection", "document", b"document", "document_id", b"document_id", "embed_model", b"embed_model", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__chunk_overlap: _TypeAlias = _typing.Literal["chunk_overlap"]  # noqa: Y015
+    _WhichOneofArgType__chunk_overlap: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__chunk_overlap) -> _WhichOneofReturnType__chunk_overlap | None: ...
+
+Global___IngestDocumentInput: _TypeAlias = IngestDocumentInput  # noqa: Y015
+
+@_typing.final
+class IngestDocumentOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTRACTED_TEXT_FIELD_NUMBER: _builtins.int
+    VECTOR_IDS_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    extracted_text: _builtins.str
+    collection: _builtins.str
+    document_id: _builtins.str
+    @_builtins.property
+    def vector_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One per chunk, in document order."""
+
+    def __init__(
+        self,
+        *,
+        extracted_text: _builtins.str = ...,
+        vector_ids: _abc.Iterable[_builtins.str] | None = ...,
+        collection: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "document_id", b"document_id", "extracted_text", b"extracted_text", "vector_ids", b"vector_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestDocumentOutput: _TypeAlias = IngestDocumentOutput  # noqa: Y015
+
+@_typing.final
+class SearchInput(_message.Message):
+    """Input of the `search` pipeline: embed the query, return the nearest chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    EMBED_MODEL_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    query: _builtins.str
+    top_k: _builtins.int
+    """How many chunks; 5 when 0."""
+    embed_model: _builtins.str
+    """Must be the model the collection was ingested with; `default-embed` when empty."""
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        query: _builtins.str = ...,
+        top_k: _builtins.int = ...,
+        embed_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "embed_model", b"embed_model", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchInput: _TypeAlias = SearchInput  # noqa: Y015
+
+@_typing.final
+class SearchHit(_message.Message):
+    """One chunk found by a search."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    DISTANCE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    text: _builtins.str
+    distance: _builtins.float
+    """Cosine distance to the query (0 is identical)."""
+    document_id: _builtins.str
+    chunk_index: _builtins.int
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        distance: _builtins.float = ...,
+        document_id: _builtins.str = ...,
+        chunk_index: _builtins.int = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "distance", b"distance", "document_id", b"document_id", "id", b"id", "metadata", b"metadata", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchHit: _TypeAlias = SearchHit  # noqa: Y015
+
+@_typing.final
+class SearchOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
+        """Nearest first."""
+
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___SearchHit] | None = ...,
+        collection: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "hits", b"hits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchOutput: _TypeAlias = SearchOutput  # noqa: Y015
+
+@_typing.final
+class AnswerInput(_message.Message):
+    """Input of the `answer` pipeline: search, then generate an answer from the chunks found,
+    citing them as [1], [2], ...
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    EMBED_MODEL_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    question: _builtins.str
+    top_k: _builtins.int
+    """How many chunks the model is given; 4 when 0."""
+    model: _builtins.str
+    """Generation model; `default-chat` when empty."""
+    embed_model: _builtins.str
+    @_builtins.property
+    def params(self) -> _inference_pb2.SamplingParams: ...
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        question: _builtins.str = ...,
+        top_k: _builtins.int = ...,
+        model: _builtins.str = ...,
+        embed_model: _builtins.str = ...,
+        params: _inference_pb2.SamplingParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "embed_model", b"embed_model", "model", b"model", "params", b"params", "question", b"question", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerInput: _TypeAlias = AnswerInput  # noqa: Y015
+
+@_typing.final
+class Citation(_message.Message):
+    """A chunk the answer was given, numbered as the prompt numbered it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    CITED_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    cited: _builtins.bool
+    """Whether the answer's text refers to it (`[number]`)."""
+    @_builtins.property
+    def chunk(self) -> Global___SearchHit: ...
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        chunk: Global___SearchHit | None = ...,
+        cited: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "cited", b"cited", "number", b"number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Citation: _TypeAlias = Citation  # noqa: Y015
+
+@_typing.final
+class AnswerOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    finish_reason: _inference_pb2.FinishReason.ValueType
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]: ...
+    @_builtins.property
+    def usage(self) -> _inference_pb2.Usage: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
+        finish_reason: _inference_pb2.FinishReason.ValueType = ...,
+        usage: _inference_pb2.Usage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "finish_reason", b"finish_reason", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerOutput: _TypeAlias = AnswerOutput  # noqa: Y015
+
+@_typing.final
+class FanOutInput(_message.Message):
+    """Input of the `fan-out` pipeline: independent generations run in parallel, each with its
+    own timeout; the job succeeds with a partial result when at least `min_succeeded` do.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRANCHES_FIELD_NUMBER: _builtins.int
+    BRANCH_TIMEOUT_FIELD_NUMBER: _builtins.int
+    MIN_SUCCEEDED_FIELD_NUMBER: _builtins.int
+    min_succeeded: _builtins.int
+    """Fewer successful branches than this fails the job; 1 when 0."""
+    @_builtins.property
+    def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___FanOutBranch]: ...
+    @_builtins.property
+    def branch_timeout(self) -> _duration_pb2.Duration:
+        """Each branch's budget (10 s when unset, at most 10 minutes)."""
+
+    def __init__(
+        self,
+        *,
+        branches: _abc.Iterable[Global___FanOutBranch] | None = ...,
+        branch_timeout: _duration_pb2.Duration | None = ...,
+        min_succeeded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["branch_timeout", b"branch_timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_timeout", b"branch_timeout", "branches", b"branches", "min_succeeded", b"min_succeeded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutInput: _TypeAlias = FanOutInput  # noqa: Y015
+
+@_typing.final
+class FanOutBranch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Names the branch in progress events and in the result."""
+    model: _builtins.str
+    prompt: _builtins.str
+    @_builtins.property
+    def params(self) -> _inference_pb2.SamplingParams: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        prompt: _builtins.str = ...,
+        params: _inference_pb2.SamplingParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "model", b"model", "params", b"params", "prompt", b"prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FanOutBranch: _TypeAlias = FanOutBranch  # noqa: Y015
+
+@_typing.final
+class StageGraph(_message.Message):
+    """An inline stage graph: stages name the stages they run after; independent stages run in
+    parallel. A generate stage's prompt may quote the text of a stage it runs after as
+    `{{stage_id}}`. The graph is checked (unique ids, known dependencies, no cycles, quoted
+    stages among the dependencies) before anything runs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGES_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    allow_partial: _builtins.bool
+    """When set, a failed stage does not fail the job: the stages after it are SKIPPED and
+    the result reports each stage's status.
+    """
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Stage]: ...
+    def __init__(
+        self,
+        *,
+        stages: _abc.Iterable[Global___Stage] | None = ...,
+        allow_partial: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "stages", b"stages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageGraph: _TypeAlias = StageGraph  # noqa: Y015
+
+@_typing.final
+class Stage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    GENERATE_FIELD_NUMBER: _builtins.int
+    EMBED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the stages this one runs after."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """This stage's budget (the activity's own default when unset, at most 30 minutes)."""
+
+    @_builtins.property
+    def generate(self) -> Global___GenerateInput: ...
+    @_builtins.property
+    def embed(self) -> Global___EmbedInput: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        after: _abc.Iterable[_builtins.str] | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        generate: Global___GenerateInput | None = ...,
+        embed: Global___EmbedInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "generate", b"generate", "kind", b"kind", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "embed", b"embed", "generate", b"generate", "id", b"id", "kind", b"kind", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["generate", "embed"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___Stage: _TypeAlias = Stage  # noqa: Y015
+
+@_typing.final
+class StageResult(_message.Message):
+    """How one stage (or fan-out branch) ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Status:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StageResult._Status.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATUS_UNSPECIFIED: StageResult._Status.ValueType  # 0
+        PENDING: StageResult._Status.ValueType  # 1
+        RUNNING: StageResult._Status.ValueType  # 2
+        SUCCEEDED: StageResult._Status.ValueType  # 3
+        FAILED: StageResult._Status.ValueType  # 4
+        CANCELLED: StageResult._Status.ValueType  # 5
+        SKIPPED: StageResult._Status.ValueType  # 6
+        """Not run: a stage it runs after did not succeed."""
+        TIMED_OUT: StageResult._Status.ValueType  # 7
+
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+    STATUS_UNSPECIFIED: StageResult.Status.ValueType  # 0
+    PENDING: StageResult.Status.ValueType  # 1
+    RUNNING: StageResult.Status.ValueType  # 2
+    SUCCEEDED: StageResult.Status.ValueType  # 3
+    FAILED: StageResult.Status.ValueType  # 4
+    CANCELLED: StageResult.Status.ValueType  # 5
+    SKIPPED: StageResult.Status.ValueType  # 6
+    """Not run: a stage it runs after did not succeed."""
+    TIMED_OUT: StageResult.Status.ValueType  # 7
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    GENERATE_FIELD_NUMBER: _builtins.int
+    EMBED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    status: Global___StageResult.Status.ValueType
+    @_builtins.property
+    def generate(self) -> Global___GenerateOutput: ...
+    @_builtins.property
+    def embed(self) -> Global___EmbedOutput: ...
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why it failed, when it did."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        status: Global___StageResult.Status.ValueType = ...,
+        generate: Global___GenerateOutput | None = ...,
+        embed: Global___EmbedOutput | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "error", b"error", "generate", b"generate", "output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embed", b"embed", "error", b"error", "generate", b"generate", "id", b"id", "output", b"output", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_output: _TypeAlias = _typing.Literal["generate", "embed"]  # noqa: Y015
+    _WhichOneofArgType_output: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_output) -> _WhichOneofReturnType_output | None: ...
+
+Global___StageResult: _TypeAlias = StageResult  # noqa: Y015
+
+@_typing.final
+class StagesOutput(_message.Message):
+    """The result of a `fan-out` or an inline graph: every stage, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGES_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    succeeded: _builtins.int
+    total: _builtins.int
+    summary: _builtins.str
+    """For people: "5 of 6 succeeded"."""
+    @_builtins.property
+    def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageResult]: ...
+    def __init__(
+        self,
+        *,
+        stages: _abc.Iterable[Global___StageResult] | None = ...,
+        succeeded: _builtins.int = ...,
+        total: _builtins.int = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stages", b"stages", "succeeded", b"succeeded", "summary", b"summary", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StagesOutput: _TypeAlias = StagesOutput  # noqa: Y015

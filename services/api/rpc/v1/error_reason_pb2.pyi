@@ -94,6 +94,33 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     BACKEND_REJECTED_INPUT: _ErrorReason.ValueType  # 71
     """The model refused the request's input (Triton INVALID_ARGUMENT); retrying it won't help."""
+    IDEMPOTENCY_KEY_REUSED: _ErrorReason.ValueType  # 80
+    """Pipelines (jobs).
+    The same Idempotency-Key came with a different request.
+    """
+    INVALID_STAGE_GRAPH: _ErrorReason.ValueType  # 81
+    """An inline stage graph is malformed: duplicate or unknown ids, a cycle, a quoted stage
+    that is not a dependency.
+    """
+    TOO_FEW_SUCCEEDED: _ErrorReason.ValueType  # 82
+    """Fewer fan-out branches (or graph stages) succeeded than the job needs."""
+    STAGE_FAILED: _ErrorReason.ValueType  # 83
+    """A stage of the job failed; the job's error details name it."""
+    DOCUMENT_UNREADABLE: _ErrorReason.ValueType  # 84
+    """The document could not be read (a broken PDF, an image OCR cannot decode)."""
+    DOCUMENT_EMPTY: _ErrorReason.ValueType  # 85
+    """The document held no text to ingest."""
+    VECTOR_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 86
+    COLLECTION_NOT_FOUND: _ErrorReason.ValueType  # 87
+    EMBEDDING_MODEL_MISMATCH: _ErrorReason.ValueType  # 88
+    """The collection's vectors were made by another embedding model (other dimensions)."""
+    CHAT_SESSION_NOT_FOUND: _ErrorReason.ValueType  # 89
+    RATE_LIMITED: _ErrorReason.ValueType  # 100
+    """Edge.
+    Too many requests for this client; Retry-After and RateLimit headers say when to retry.
+    """
+    BODY_TOO_DEEP: _ErrorReason.ValueType  # 101
+    """The JSON body nests deeper than the edge accepts."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The stable values of `google.rpc.ErrorInfo.reason` in Switchboard's errors (domain
@@ -173,4 +200,31 @@ the next probe is let through.
 """
 BACKEND_REJECTED_INPUT: ErrorReason.ValueType  # 71
 """The model refused the request's input (Triton INVALID_ARGUMENT); retrying it won't help."""
+IDEMPOTENCY_KEY_REUSED: ErrorReason.ValueType  # 80
+"""Pipelines (jobs).
+The same Idempotency-Key came with a different request.
+"""
+INVALID_STAGE_GRAPH: ErrorReason.ValueType  # 81
+"""An inline stage graph is malformed: duplicate or unknown ids, a cycle, a quoted stage
+that is not a dependency.
+"""
+TOO_FEW_SUCCEEDED: ErrorReason.ValueType  # 82
+"""Fewer fan-out branches (or graph stages) succeeded than the job needs."""
+STAGE_FAILED: ErrorReason.ValueType  # 83
+"""A stage of the job failed; the job's error details name it."""
+DOCUMENT_UNREADABLE: ErrorReason.ValueType  # 84
+"""The document could not be read (a broken PDF, an image OCR cannot decode)."""
+DOCUMENT_EMPTY: ErrorReason.ValueType  # 85
+"""The document held no text to ingest."""
+VECTOR_STORE_UNAVAILABLE: ErrorReason.ValueType  # 86
+COLLECTION_NOT_FOUND: ErrorReason.ValueType  # 87
+EMBEDDING_MODEL_MISMATCH: ErrorReason.ValueType  # 88
+"""The collection's vectors were made by another embedding model (other dimensions)."""
+CHAT_SESSION_NOT_FOUND: ErrorReason.ValueType  # 89
+RATE_LIMITED: ErrorReason.ValueType  # 100
+"""Edge.
+Too many requests for this client; Retry-After and RateLimit headers say when to retry.
+"""
+BODY_TOO_DEEP: ErrorReason.ValueType  # 101
+"""The JSON body nests deeper than the edge accepts."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
