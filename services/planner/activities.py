@@ -22,13 +22,14 @@ from temporalio.exceptions import ApplicationError
 
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
+from switchboard.api.planner.v1 import tasks_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError, from_rpc_error
 
 from . import ids, webhooks
 from .config import WebhookSettings
 from .events import EventLog, now
-from .workflows import DELIVER_WEBHOOK, EMBED, GENERATE, PUBLISH_EVENT
+from .workflows import DELIVER_WEBHOOK, EMBED, GENERATE, GENERATE_STAGE, PUBLISH_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +79,36 @@ class Activities:
 
     @activity.defn(name=GENERATE)
     async def generate(self, request: pipelines_pb2.GenerateInput) -> pipelines_pb2.GenerateOutput:
+        """The `generate` pipeline's one generation (a stage-less GenerationTask)."""
+        start = inference_pb2.GenerateStart(
+            model=request.model, prompt=request.prompt, params=request.params
+        )
+        return await self.generate_stage(tasks_pb2.GenerationTask(start=start))
+
+    @activity.defn(name=GENERATE_STAGE)
+    async def generate_stage(self, task: tasks_pb2.GenerationTask) -> pipelines_pb2.GenerateOutput:
+        """Streams one generation into the job's event log (token events tagged with the
+        stage); heartbeats throughout, and stops the generation when cancelled."""
         wid = _enter_job()
         job_id = ids.split_workflow_id(wid)[1]
         attempt = activity.info().attempt
         if attempt > 1:
-            await self._events.append(wid, _retrying(job_id, attempt))
-        fields = {"model": request.model, "attempt": attempt}
+            await self._events.append(wid, _retrying(job_id, task.stage, attempt))
+        fields = {"model": task.start.model, "attempt": attempt, "stage": task.stage}
         log.info("generation started", extra={"fields": fields})
-        start = inference_pb2.GenerateStart(
-            model=request.model, prompt=request.prompt, params=request.params
-        )
+        request_id = f"{job_id}.{task.stage}" if task.stage else job_id
+        affinity = task.affinity_key or job_id
         call: Call = self._inference.Generate(
-            None, metadata=telemetry.trace_metadata(("x-session-id", job_id), ("x-job-id", job_id))
+            None,
+            metadata=telemetry.trace_metadata(("x-session-id", affinity), ("x-job-id", job_id)),
         )
         beat = asyncio.create_task(_heartbeat())
         try:
             return await self._stream(
-                call, inference_pb2.GenerateRequest(request_id=job_id, start=start), wid
+                call,
+                inference_pb2.GenerateRequest(request_id=request_id, start=task.start),
+                wid,
+                task.stage,
             )
         except grpc.aio.AioRpcError as e:
             raise application_error(from_rpc_error(e)) from e
@@ -118,11 +132,11 @@ class Activities:
         return pipelines_pb2.EmbedOutput(embeddings=reply.embeddings, model=reply.model)
 
     async def _stream(
-        self, call: Call, start: inference_pb2.GenerateRequest, wid: str
+        self, call: Call, start: inference_pb2.GenerateRequest, wid: str, stage: str
     ) -> pipelines_pb2.GenerateOutput:
         # Reading happens in its own task: cancelling a task blocked in `call.read()` would
         # cancel the whole call, and the cancel message must still reach the server.
-        collect = asyncio.create_task(self._collect(call, wid, start.request_id))
+        collect = asyncio.create_task(self._collect(call, wid, start.request_id, stage))
         try:
             await call.write(start)
             return await asyncio.shield(collect)
@@ -133,18 +147,20 @@ class Activities:
             call.cancel()
             await asyncio.gather(collect, return_exceptions=True)
 
-    async def _collect(self, call: Call, wid: str, job_id: str) -> pipelines_pb2.GenerateOutput:
+    async def _collect(
+        self, call: Call, wid: str, request_id: str, stage: str
+    ) -> pipelines_pb2.GenerateOutput:
         """Logs each delta as a token event until the generation is done."""
         texts: list[str] = []
         while (response := await call.read()) is not EOF:
             if not isinstance(response, inference_pb2.GenerateResponse):
                 continue
-            if response.request_id != job_id:
+            if response.request_id != request_id:
                 continue
             kind = response.WhichOneof("event")
             if kind == "delta":
                 texts.append(response.delta.text)
-                await self._events.append(wid, _token(job_id, response.delta))
+                await self._events.append(wid, _token(wid, stage, response.delta))
                 activity.heartbeat(len(texts))
             elif kind == "done":
                 done = response.done
@@ -218,9 +234,10 @@ class Webhooks:
         )
 
 
-def _token(job_id: str, delta: inference_pb2.TokenDelta) -> events_pb2.JobEvent:
-    token = events_pb2.TokenDelta(text=delta.text, index=delta.index)
-    return events_pb2.JobEvent(job=ids.job_name(job_id), create_time=now(), token=token)
+def _token(wid: str, stage: str, delta: inference_pb2.TokenDelta) -> events_pb2.JobEvent:
+    token = events_pb2.TokenDelta(text=delta.text, index=delta.index, stage=stage)
+    job = ids.job_name(ids.split_workflow_id(wid)[1])
+    return events_pb2.JobEvent(job=job, create_time=now(), token=token)
 
 
 def _enter_job() -> str:
@@ -234,10 +251,11 @@ def _enter_job() -> str:
     return wid
 
 
-def _retrying(job_id: str, attempt: int) -> events_pb2.JobEvent:
+def _retrying(job_id: str, stage: str, attempt: int) -> events_pb2.JobEvent:
     # Tokens restart at index 0 after this event; earlier ones belong to a failed attempt.
     progress = events_pb2.Progress(
-        stage="generate", message=f"retrying (attempt {attempt}); tokens restart at index 0"
+        stage=stage or "generate",
+        message=f"retrying (attempt {attempt}); tokens restart at index 0",
     )
     return events_pb2.JobEvent(job=ids.job_name(job_id), create_time=now(), progress=progress)
 

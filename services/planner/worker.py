@@ -50,6 +50,7 @@ def build_worker(
         workflows=[JobWorkflow],
         activities=[
             activities.generate,
+            activities.generate_stage,
             activities.embed,
             activities.publish_event,
             webhooks.deliver_webhook,

@@ -22,12 +22,14 @@ with workflow.unsafe.imports_passed_through():
     from google.protobuf import timestamp_pb2
 
     from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
+    from switchboard.api.planner.v1 import tasks_pb2
     from switchboard.common.errors import SwitchboardError
 
 WORKFLOW = "JobWorkflow"
 QUERY_SNAPSHOT = "snapshot"
 MEMO_JOB = "job"
 GENERATE = "generate"
+GENERATE_STAGE = "generate_stage"
 EMBED = "embed"
 PUBLISH_EVENT = "publish_event"
 DELIVER_WEBHOOK = "deliver_webhook"
@@ -93,6 +95,14 @@ class JobWorkflow:
         return self._job
 
     async def _run_pipeline(self, job_input: pipelines_pb2.JobInput) -> None:
+        kind = job_input.WhichOneof("kind")
+        if kind not in ("generate", "embed"):
+            raise ApplicationError(
+                f"the {kind!r} pipeline is not implemented yet",
+                grpc.StatusCode.UNIMPLEMENTED.name,
+                type="NOT_IMPLEMENTED",
+                non_retryable=True,
+            )
         if job_input.HasField("embed"):
             output = await workflow.execute_activity(
                 EMBED,
@@ -121,16 +131,39 @@ class JobWorkflow:
             # can land in the log after the terminal event.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+        return cast(pipelines_pb2.GenerateOutput, await self._cancellable(handle))
+
+    async def stream_generation(
+        self, task: tasks_pb2.GenerationTask, budget: timedelta | None = None
+    ) -> pipelines_pb2.GenerateOutput:
+        """One generation of a stage: tokens stream to the event log (tagged with the task's
+        stage); a cancel of the job stops it at the backend before the job ends. `budget`
+        bounds each attempt (GENERATE_START_TO_CLOSE when None)."""
+        handle = workflow.start_activity(
+            GENERATE_STAGE,
+            task,
+            result_type=pipelines_pb2.GenerateOutput,
+            start_to_close_timeout=budget or GENERATE_START_TO_CLOSE,
+            heartbeat_timeout=GENERATE_HEARTBEAT,
+            retry_policy=GENERATE_RETRY,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        return cast(pipelines_pb2.GenerateOutput, await self._cancellable(handle))
+
+    async def _cancellable(self, handle: workflow.ActivityHandle[Any]) -> Any:
+        """Awaits an activity that must stop before the job ends: a cancel of the job says
+        CANCELLING (once, however many activities run) and then waits for the activity to
+        confirm it stopped."""
         try:
             # Shielded so that a cancel of the job reaches the except below, which says
             # CANCELLING before it asks the activity to stop.
-            output = await asyncio.shield(handle)
+            return await asyncio.shield(handle)
         except asyncio.CancelledError:
-            self._cancel_requested = True
-            await self._transition(State.CANCELLING)
+            if not self._cancel_requested:
+                self._cancel_requested = True
+                await self._transition(State.CANCELLING)
             handle.cancel()
-            output = await handle
-        return cast(pipelines_pb2.GenerateOutput, output)
+            return await handle
 
     def _cancelled(self, err: ActivityError) -> bool:
         return self._cancel_requested or isinstance(err.cause, CancelledError)
