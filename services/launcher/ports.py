@@ -19,6 +19,7 @@ OFFSETS = {
     "grpc": 1,  # Envoy: internal gRPC, grpcurl
     "envoy_admin": 2,
     "edge": 10,
+    "edge_2": 11,  # the second edge replica
     "planner": 20,
     "planner_metrics": 21,
     "worker_metrics": 22,
@@ -32,6 +33,7 @@ OFFSETS = {
     "temporal_metrics": 52,
     "temporal_ui": 53,
     "valkey": 60,
+    "chroma": 62,
 }
 
 
@@ -42,6 +44,7 @@ class Ports:
     grpc: int
     envoy_admin: int
     edge: int
+    edge_2: int
     planner: int
     planner_metrics: int
     worker_metrics: int
@@ -55,6 +58,7 @@ class Ports:
     temporal_metrics: int
     temporal_ui: int
     valkey: int
+    chroma: int
 
     @classmethod
     def at(cls, base: int = DEFAULT_BASE) -> Ports:
