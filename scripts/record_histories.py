@@ -1,11 +1,16 @@
 """Record JobWorkflow histories for the replay test (`tests/planner/test_replay.py`).
 
-    .venv/bin/python scripts/record_histories.py [OUT_DIR]   # default tests/planner/histories
+    .venv/bin/python scripts/record_histories.py [OUT_DIR] [NAME ...]
+    # OUT_DIR defaults to tests/planner/histories; NAMEs to every run below
 
 It starts Temporal and Valkey as `switchboard up --only valkey,temporal` does, the planner
 server and worker in this process, and the tests' fake inference service; it runs a few
 representative jobs to their end and writes each workflow's history as `<name>.json`.
-Re-record after a deliberate, versioned change of the workflow; an accidental change of the
+
+A history already in OUT_DIR is kept, not re-recorded: the old ones are the runs that began
+before a patch (`workflow.patched`) and must still replay. After a deliberate, versioned
+change, record the new representative runs under new names (add them to RUNS); delete a file
+only when no run of its kind can still be open anywhere. An accidental change of the
 workflow's commands is what the replay test catches.
 """
 
@@ -24,7 +29,7 @@ import grpc
 from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2_grpc
-from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
 from switchboard.launcher import background
 from switchboard.launcher.ports import free_block
 from switchboard.planner import ids
@@ -72,15 +77,70 @@ async def webhook_forbidden(planner: Planner) -> str:
 
 
 async def cancelled(planner: Planner) -> str:
-    job = await planner.stub.CreateJob(create_request("slow", "x"), metadata=planner.md())
+    return await _cancelled_after(planner, create_request("slow", "x"), 3)
+
+
+async def _cancelled_after(
+    planner: Planner, request: jobs_pb2.CreateJobRequest, token_count: int
+) -> str:
+    job = await planner.stub.CreateJob(request, metadata=planner.md())
     seen = []
-    request = jobs_pb2.WatchJobRequest(name=job.name)
+    watch = jobs_pb2.WatchJobRequest(name=job.name)
     async with asyncio.timeout(WAIT_S):
-        async for event in planner.stub.WatchJob(request, metadata=planner.md()):
+        async for event in planner.stub.WatchJob(watch, metadata=planner.md()):
             seen.append(event)
-            if len(tokens(seen)) == 3:
+            if len(tokens(seen)) == token_count:
                 await planner.cancel(job.name)
     return job.name
+
+
+def _request(job_input: pipelines_pb2.JobInput) -> jobs_pb2.CreateJobRequest:
+    pipeline = (job_input.WhichOneof("kind") or "").replace("_", "-")
+    return jobs_pb2.CreateJobRequest(job=jobs_pb2.Job(pipeline=pipeline, input=job_input))
+
+
+def _fan_out(*models: str) -> pipelines_pb2.JobInput:
+    branches = [
+        pipelines_pb2.FanOutBranch(id=f"b{i}", model=model, prompt=f"branch {i} says hi")
+        for i, model in enumerate(models)
+    ]
+    return pipelines_pb2.JobInput(fan_out=pipelines_pb2.FanOutInput(branches=branches))
+
+
+def _stage(stage_id: str, model: str, prompt: str, *after: str) -> pipelines_pb2.Stage:
+    generate = pipelines_pb2.GenerateInput(model=model, prompt=prompt)
+    return pipelines_pb2.Stage(id=stage_id, after=after, generate=generate)
+
+
+async def fan_out(planner: Planner) -> str:
+    """Three branches, one failing: SUCCEEDED with 2 of 3 (and the result event)."""
+    return await _finished(planner, _request(_fan_out("echo", "fail", "echo")))
+
+
+async def fan_out_cancelled(planner: Planner) -> str:
+    return await _cancelled_after(planner, _request(_fan_out("slow", "slow")), 4)
+
+
+async def graph(planner: Planner) -> str:
+    """a and b in parallel, c quoting both after them."""
+    stages = [
+        _stage("a", "echo", "alpha"),
+        _stage("b", "echo", "beta"),
+        _stage("c", "echo", "{{a}} and {{b}}", "a", "b"),
+    ]
+    graph = pipelines_pb2.StageGraph(stages=stages)
+    return await _finished(planner, _request(pipelines_pb2.JobInput(graph=graph)))
+
+
+async def graph_failed(planner: Planner) -> str:
+    """A failed stage fails the job: the running one is stopped, its dependant skipped."""
+    stages = [
+        _stage("a", "fail", "x"),
+        _stage("b", "slow", "y"),
+        _stage("c", "echo", "{{a}}", "a"),
+    ]
+    graph = pipelines_pb2.StageGraph(stages=stages)
+    return await _finished(planner, _request(pipelines_pb2.JobInput(graph=graph)))
 
 
 RUNS: dict[str, Run] = {
@@ -89,10 +149,15 @@ RUNS: dict[str, Run] = {
     "retried": retried,
     "cancelled": cancelled,
     "webhook_forbidden": webhook_forbidden,
+    # Since the events-before-state patch:
+    "fan_out": fan_out,
+    "fan_out_cancelled": fan_out_cancelled,
+    "graph": graph,
+    "graph_failed": graph_failed,
 }
 
 
-async def record(temporal: str, valkey: str, out: Path) -> None:
+async def record(temporal: str, valkey: str, out: Path, names: list[str]) -> None:
     client = await connect_temporal(temporal, "default", wait_seconds=30)
     valkey_client = Valkey.from_url(f"valkey://{valkey}/0")
     fake = FakeInference()
@@ -106,8 +171,8 @@ async def record(temporal: str, valkey: str, out: Path) -> None:
             running_planner(client, valkey_client, fake, queue) as planner,
             running_worker(client, valkey_client, f"127.0.0.1:{port}", queue),
         ):
-            for name, run in RUNS.items():
-                job = await run(planner)
+            for name in names:
+                job = await RUNS[name](planner)
                 wid = ids.workflow_id(planner.client_id, ids.job_id_of(job))
                 handle = client.get_workflow_handle(wid)
                 # The webhook activity runs after the terminal event: wait for the end.
@@ -123,12 +188,23 @@ async def record(temporal: str, valkey: str, out: Path) -> None:
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT
+    unknown = set(sys.argv[2:]) - set(RUNS)
+    if unknown:
+        sys.exit(f"unknown runs {sorted(unknown)}; known: {sorted(RUNS)}")
     out.mkdir(parents=True, exist_ok=True)
+    kept = [n for n in sys.argv[2:] or RUNS if (out / f"{n}.json").exists()]
+    names = [n for n in sys.argv[2:] or RUNS if n not in kept]
+    if kept:
+        print(f"kept (delete to re-record): {', '.join(kept)}", flush=True)
+    if not names:
+        return
     with tempfile.TemporaryDirectory(prefix="record-histories-") as state:
         ports = free_block()
         stack = background.start(Path(state), ports, ("valkey", "temporal"))
         try:
-            asyncio.run(record(f"127.0.0.1:{ports.temporal}", f"127.0.0.1:{ports.valkey}", out))
+            asyncio.run(
+                record(f"127.0.0.1:{ports.temporal}", f"127.0.0.1:{ports.valkey}", out, names)
+            )
         finally:
             stack.stop()
 

@@ -22,8 +22,14 @@ with workflow.unsafe.imports_passed_through():
     from switchboard.api.jobs.v1 import jobs_pb2
 
 HISTORIES = Path(__file__).parent / "histories"
-# Representative ends a change must keep replaying; the recording script writes these.
-EXPECTED = {"succeeded", "failed", "retried", "cancelled", "webhook_forbidden"}
+# Representative ends a change must keep replaying; the recording script writes these. The
+# first five predate the events-before-state patch (the old order must still replay).
+EXPECTED = {"succeeded", "failed", "retried", "cancelled", "webhook_forbidden"} | {
+    "fan_out",
+    "fan_out_cancelled",
+    "graph",
+    "graph_failed",
+}
 
 
 def _history(path: Path) -> WorkflowHistory:

@@ -24,7 +24,16 @@ from switchboard.planner.events import TERMINAL_STATES
 from switchboard.planner.workflows import failure_status
 
 from .fake_inference import FakeInference
-from .support import WAIT_S, Planner, reason, running_planner, running_worker, states, tokens
+from .support import (
+    WAIT_S,
+    Planner,
+    eventually,
+    reason,
+    running_planner,
+    running_worker,
+    states,
+    tokens,
+)
 
 Job = jobs_pb2.Job
 
@@ -88,6 +97,12 @@ async def test_cancel_during_generation_ends_cancelled_once(planner: Planner) ->
     terminal = [e for e in stored if e.state_changed.state in {"SUCCEEDED", "FAILED", "CANCELLED"}]
     assert len(terminal) == 1
     assert stored[-1] == terminal[0]  # no token was logged after the end
+
+    async def shown_cancelled() -> bool:
+        return (await planner.get(job.name)).state == Job.CANCELLED
+
+    # The state shows just after its event is stored (the events-before-state order).
+    await eventually(shown_cancelled)
     assert (await planner.cancel(job.name)).state == Job.CANCELLED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await planner.result(job.name)
@@ -128,6 +143,37 @@ async def test_job_cancelled_before_any_worker_ran_it_ends_cancelled_once(
         stored = states(await planner.stored(job.name))
         assert [s for s in stored if s in TERMINAL_STATES] == ["CANCELLED"]
         assert fake.starts == []  # nothing was generated for a cancelled job
+
+
+@pytest.mark.asyncio
+async def test_the_result_event_comes_just_before_succeeded(planner: Planner) -> None:
+    job = await planner.create(prompt="the result is logged")
+
+    seen = await planner.watch(job.name)
+
+    assert [e.WhichOneof("payload") for e in seen[-2:]] == ["result", "state_changed"]
+    assert seen[-1].state_changed.state == "SUCCEEDED"
+    assert seen[-2].result == (await planner.get(job.name)).result
+    assert seen[-2].result.generate.text == "the result is logged"
+    assert sum(e.HasField("result") for e in seen) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_state_get_job_shows_is_already_in_the_event_log(planner: Planner) -> None:
+    """Polls GetJob as fast as it answers: the moment it shows a state (the running
+    workflow's query, then the memo), that state's event must be stored already."""
+    for model in ("echo", "fail", "echo"):
+        job = await planner.create(model=model, prompt="a b c")
+        shown: set[str] = set()
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                state = Job.State.Name((await planner.get(job.name)).state)
+                if state not in shown:
+                    shown.add(state)
+                    assert state in states(await planner.stored(job.name)), state
+                if state in TERMINAL_STATES:
+                    break
+        assert shown & TERMINAL_STATES
 
 
 def _activity_error(cause: BaseException) -> ActivityError:

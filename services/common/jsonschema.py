@@ -1,0 +1,228 @@
+"""JSON Schema (draft 2020-12) of protobuf messages in the protobuf JSON mapping.
+
+Field names are the JSON names (lowerCamel). The protovalidate rules JSON Schema can say come
+along: lengths, ranges, patterns, `in` lists, item counts; a field is `required` when a rule
+makes its absence invalid (`required`, a minimum length or count, a pattern the empty string
+fails) or it is marked REQUIRED (google.api.field_behavior); OUTPUT_ONLY fields are
+`readOnly`. A required oneof becomes `oneOf` of its members. The edge's OpenAPI document uses
+the same scalar mapping.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from google.api import field_behavior_pb2
+from google.protobuf import descriptor
+
+from switchboard.api.buf.validate import validate_pb2
+
+_FD = descriptor.FieldDescriptor
+# The JSON type each scalar has in the proto3 JSON mapping (as written by a serializer).
+SCALAR_TYPES: Final[dict[int, str]] = {
+    _FD.CPPTYPE_INT32: "integer",
+    _FD.CPPTYPE_UINT32: "integer",
+    # proto3 JSON writes 64-bit integers as strings (and reads numbers too).
+    _FD.CPPTYPE_INT64: "string",
+    _FD.CPPTYPE_UINT64: "string",
+    _FD.CPPTYPE_DOUBLE: "number",
+    _FD.CPPTYPE_FLOAT: "number",
+    _FD.CPPTYPE_BOOL: "boolean",
+    _FD.CPPTYPE_ENUM: "string",
+    _FD.CPPTYPE_STRING: "string",
+}
+_DURATION = r"^-?[0-9]+(\.[0-9]{1,9})?s$"
+_WELL_KNOWN: Final[dict[str, dict[str, Any]]] = {
+    "google.protobuf.Duration": {"type": "string", "pattern": _DURATION},
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Struct": {"type": "object"},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Any": {"type": "object", "required": ["@type"]},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.FieldMask": {"type": "string"},
+}
+_STRING_FORMATS: Final = {"uri": "uri", "email": "email", "uuid": "uuid", "hostname": "hostname"}
+_BOUNDS: Final = {
+    "gte": "minimum",
+    "gt": "exclusiveMinimum",
+    "lte": "maximum",
+    "lt": "exclusiveMaximum",
+}
+
+
+def message_schema(message: descriptor.Descriptor) -> dict[str, Any]:
+    """The schema of one message; a message nested in itself is an untyped object there."""
+    return _message(message, frozenset())
+
+
+def _message(message: descriptor.Descriptor, outer: frozenset[str]) -> dict[str, Any]:
+    if message.full_name in _WELL_KNOWN:
+        return dict(_WELL_KNOWN[message.full_name])
+    if message.full_name.startswith("google.protobuf.") and message.name.endswith("Value"):
+        return _scalar(message.fields_by_name["value"])  # wrappers: the bare value
+    if message.full_name in outer:
+        return {"type": "object", "description": f"a {message.full_name}"}
+    inner = outer | {message.full_name}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "title": message.full_name,
+        "properties": {f.json_name: _field(f, inner) for f in message.fields},
+        "additionalProperties": False,
+    }
+    required = [f.json_name for f in message.fields if _required(f)]
+    if required:
+        schema["required"] = required
+    choices = [_choice(o) for o in message.oneofs if _required_oneof(o)]
+    if len(choices) == 1:
+        schema["oneOf"] = choices[0]
+    elif choices:
+        schema["allOf"] = [{"oneOf": c} for c in choices]
+    return schema
+
+
+def _field(field: descriptor.FieldDescriptor, outer: frozenset[str]) -> dict[str, Any]:
+    schema = _value(field, outer)
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+        schema["readOnly"] = True
+    return schema
+
+
+def _value(field: descriptor.FieldDescriptor, outer: frozenset[str]) -> dict[str, Any]:
+    rules = _rules(field)
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        entry = field.message_type.fields_by_name
+        values = rules.map.values if rules.map.HasField("values") else None
+        schema: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": _single(entry["value"], outer, values),
+        }
+        _apply(schema, rules.map, {"min_pairs": "minProperties", "max_pairs": "maxProperties"})
+        if rules.map.HasField("keys"):
+            names = _single(entry["key"], outer, rules.map.keys)
+            schema["propertyNames"] = {k: v for k, v in names.items() if k != "type"}
+        return schema
+    if _is_repeated(field):
+        items = _single(field, outer, rules.repeated.items if rules.HasField("repeated") else None)
+        schema = {"type": "array", "items": items}
+        _apply(schema, rules.repeated, {"min_items": "minItems", "max_items": "maxItems"})
+        if rules.repeated.unique:
+            schema["uniqueItems"] = True
+        return schema
+    return _single(field, outer, rules)
+
+
+def _single(
+    field: descriptor.FieldDescriptor,
+    outer: frozenset[str],
+    rules: validate_pb2.FieldRules | None = None,
+) -> dict[str, Any]:
+    """One value of the field (an item of a repeated field), with the rules on values."""
+    if field.message_type is not None:
+        schema = _message(field.message_type, outer)
+    else:
+        schema = _scalar(field)
+    if rules is not None:
+        _constrain(schema, rules)
+    return schema
+
+
+def _scalar(field: descriptor.FieldDescriptor) -> dict[str, Any]:
+    if field.type == _FD.TYPE_BYTES:
+        return {"type": "string", "contentEncoding": "base64"}
+    if field.enum_type is not None:
+        return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+    if field.cpp_type == _FD.CPPTYPE_INT64:
+        return {"type": ["string", "integer"], "format": "int64"}
+    if field.cpp_type == _FD.CPPTYPE_UINT64:
+        return {"type": ["string", "integer"], "format": "uint64"}
+    return {"type": SCALAR_TYPES[field.cpp_type]}
+
+
+def _constrain(schema: dict[str, Any], rules: validate_pb2.FieldRules) -> None:
+    kind = rules.WhichOneof("type")
+    if kind is None:
+        return
+    typed = getattr(rules, kind)
+    if kind == "string":
+        _apply(
+            schema, typed, {"min_len": "minLength", "max_len": "maxLength", "pattern": "pattern"}
+        )
+        if typed.HasField("len"):
+            schema["minLength"] = schema["maxLength"] = typed.len
+        if typed.HasField("const"):
+            schema["const"] = typed.const
+        if getattr(typed, "in"):
+            schema["enum"] = list(getattr(typed, "in"))
+        for rule, fmt in _STRING_FORMATS.items():
+            if typed.HasField(rule) and getattr(typed, rule):
+                schema["format"] = fmt
+    elif kind == "bytes":
+        return  # lengths count bytes, not base64 characters
+    elif kind == "duration":
+        schema["description"] = _duration_bounds(typed)
+    elif kind not in ("enum", "bool", "repeated", "map", "any", "field_mask", "timestamp"):
+        _apply(schema, typed, _BOUNDS)
+        if getattr(typed, "in"):
+            schema["enum"] = list(getattr(typed, "in"))
+
+
+def _apply(schema: dict[str, Any], rules: Any, names: dict[str, str]) -> None:
+    for rule, keyword in names.items():
+        if rules.HasField(rule):
+            schema[keyword] = getattr(rules, rule)
+
+
+def _duration_bounds(rules: Any) -> str:
+    bounds = [
+        f"{word} {getattr(rules, rule).ToTimedelta().total_seconds():g}s"
+        for rule, word in (("gte", "at least"), ("gt", "over"), ("lte", "at most"), ("lt", "under"))
+        if rules.HasField(rule)
+    ]
+    return 'a duration such as "1.5s"' + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _required(field: descriptor.FieldDescriptor) -> bool:
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    rules = _rules(field)
+    if field_behavior_pb2.REQUIRED in behaviors or rules.required:
+        return True
+    if field.containing_oneof is not None or rules.ignore != validate_pb2.IGNORE_UNSPECIFIED:
+        return False
+    if _is_repeated(field):
+        return rules.repeated.min_items > 0
+    if field.has_presence:  # unset optional scalars and messages are not checked
+        return False
+    if rules.HasField("string"):
+        return rules.string.min_len > 0 or not _matches_empty(rules.string)
+    if rules.HasField("bytes"):
+        return rules.bytes.min_len > 0
+    return False
+
+
+def _matches_empty(rules: validate_pb2.StringRules) -> bool:
+    if not rules.HasField("pattern"):
+        return True
+    try:
+        return re.search(rules.pattern, "") is not None
+    except re.error:  # RE2 syntax Python lacks: do not guess
+        return True
+
+
+def _required_oneof(oneof: descriptor.OneofDescriptor) -> bool:
+    return bool(oneof.GetOptions().Extensions[validate_pb2.oneof].required)
+
+
+def _choice(oneof: descriptor.OneofDescriptor) -> list[dict[str, Any]]:
+    return [{"required": [f.json_name]} for f in oneof.fields]
+
+
+def _rules(field: descriptor.FieldDescriptor) -> validate_pb2.FieldRules:
+    rules: validate_pb2.FieldRules = field.GetOptions().Extensions[validate_pb2.field]
+    return rules
+
+
+def _is_repeated(field: descriptor.FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
