@@ -1,0 +1,60 @@
+"""`Prefer: wait=N` (RFC 7240) on POST /v1/jobs: hold the answer until the job ends or N s.
+
+The edge follows the job's events through the hub (sharing the upstream WatchJob with any
+SSE subscriber of the job on this edge) until the terminal event, so waiting costs one
+stream read per event, not a poll per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from switchboard.api.jobs.v1 import events_pb2
+from switchboard.common.errors import SwitchboardError
+
+from .hub import Hub, is_terminal
+from .planner import Metadata
+from .sse import Tick
+
+log = logging.getLogger(__name__)
+
+
+def preferred_wait(prefer_headers: Iterable[str], cap_seconds: float) -> int | None:
+    """Seconds to wait per the first `wait` preference, at most `cap_seconds`; None when there
+    is none, it is not delta-seconds (ignored, as RFC 7240 asks) or it comes to 0."""
+    for header in prefer_headers:
+        for preference in header.split(","):
+            name, _, value = preference.partition(";")[0].partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            seconds = value.strip().strip('"')
+            if not seconds.isdigit():
+                return None
+            applied = min(int(seconds), int(cap_seconds))
+            return applied or None
+    return None
+
+
+async def until_finished(
+    hub: Hub, client: str, job: str, metadata: Metadata, seconds: float
+) -> bool:
+    """Whether `job` reached its terminal event within `seconds`."""
+    subscription = hub.subscribe(client, job, "", metadata)
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                item = await subscription.next(seconds)
+                if item is Tick.END:
+                    return True
+                if isinstance(item, events_pb2.JobEvent) and is_terminal(item):
+                    return True
+    except TimeoutError:
+        return False
+    except SwitchboardError as exc:
+        # The job exists either way; answering 202 lets the client follow it itself.
+        log.info("wait ended early", extra={"fields": {"reason": exc.reason}})
+        return False
+    finally:
+        subscription.close(client_left=False)
