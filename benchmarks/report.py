@@ -1,9 +1,17 @@
-"""The benchmark's figures as the markdown page kept in docs/benchmarks.md."""
+"""The benchmarks' figures as the markdown page kept in docs/benchmarks.md.
+
+benchmarks.inference writes the page (its header and sections); every other benchmark
+writes one section of its own with `write_section`, between markers, replacing only that
+section on a re-run (`make bench` runs the inference benchmark first).
+"""
 
 from __future__ import annotations
 
 import platform
+import re
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 EMBED_MODEL = "all-minilm-l6-v2"  # the model benchmarks.inference embeds with
@@ -59,3 +67,37 @@ def report_markdown(rows: list[dict[str, Any]]) -> str:
         )
         + "\n"
     )
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], bench: str, columns: Sequence[str]) -> str:
+    """The rows of one bench as a markdown table of the given columns."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        if row.get("bench") == bench:
+            lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def run_line(command: str) -> str:
+    """When and where the figures were taken, and how to take them again."""
+    return (
+        f"Latest run: {time.strftime('%Y-%m-%d')}, {platform.machine()}, CPU only (2 cores shared "
+        f"by the whole mesh and the load generator). Reproduce with `{command}`."
+    )
+
+
+def with_section(page: str, name: str, section: str) -> str:
+    """The page with `section` as its section `name`: replacing that section if the page has
+    it, appended otherwise; the rest of the page stays as it was."""
+    start, end = f"<!-- section: {name} -->", f"<!-- /section: {name} -->"
+    block = f"{start}\n{section.strip()}\n{end}\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
+    if pattern.search(page):
+        return pattern.sub(lambda _: block, page)
+    return page.rstrip("\n") + "\n\n" + block
+
+
+def write_section(page: Path, name: str, section: str) -> None:
+    """Writes `section` into the page file as its section `name` (see with_section)."""
+    text = page.read_text() if page.exists() else "# Benchmarks\n"
+    page.write_text(with_section(text, name, section))

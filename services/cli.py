@@ -1,4 +1,5 @@
-"""`switchboard up | down | status`: the whole local mesh with one command."""
+"""`switchboard up | down | status`: the whole local mesh with one command; `switchboard keys`:
+the API keys the edges accept."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from rich.live import Live
 
+from switchboard.edge import keys_cli
 from switchboard.launcher import stack, ui
 from switchboard.launcher.ports import DEFAULT_BASE, Ports, port_free
 from switchboard.launcher.supervisor import Supervisor, alive, kill_group, read_state
@@ -42,11 +44,14 @@ def _parser() -> argparse.ArgumentParser:
                 help="comma-separated processes to start, with what they need "
                 "(e.g. valkey,temporal to run the services from an IDE)",
             )
+    keys_cli.add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keys":
+        return keys_cli.run(args)
     ports = Ports.at(args.base_port)
     state_dir: Path = args.state_dir.resolve() if args.state_dir else stack.default_state_dir(ports)
     if args.command == "up":
@@ -77,7 +82,9 @@ def up(
     if busy := _busy(ports):
         print(f"ports in use: {busy}; pick another --base-port", file=sys.stderr)
         return 2
-    specs = stack.build(ports, state_dir, environ)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token = stack.write_internal_token(state_dir)
+    specs = stack.build(ports, state_dir, environ, internal_token=token)
     if only is not None:
         try:
             specs = stack.select(specs, only)

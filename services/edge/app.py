@@ -1,7 +1,8 @@
-"""The Starlette app: derived REST routes, health, metrics, OpenAPI, one error shape.
+"""The Starlette app: derived REST routes, the OpenAI-compatible routes and chat socket,
+health, metrics, OpenAPI and /docs; the Google error shape, OpenAI's on OpenAI's routes.
 
-The lifespan owns the one gRPC channel to the planner and hands it to requests in the
-typed `EdgeState`.
+The lifespan owns the one gRPC channel to the planner and the one to the inference service
+and hands them to requests in the typed state (`EdgeState`, `openai.InteractiveState`).
 """
 
 from __future__ import annotations
@@ -15,63 +16,143 @@ import prometheus_client
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from valkey.asyncio import Valkey
 
 from switchboard.common.errors import InvalidArgument, SwitchboardError
 
-from .auth import ApiKeys
+from . import apidocs
+from .auth import ApiKeys, Authenticator
 from .config import Settings
-from .errors import MethodNotAllowed, RouteNotFound, error_response, internal_error
+from .errors import MethodNotAllowed, RouteNotFound, internal_error
 from .handlers import EdgeRequest, EdgeState, starlette_routes
-from .middleware import Observe
+from .hub import Hub
+from .inference import Inference
+from .keys import KeyStore
+from .middleware import Admission, Observe
+from .openai import InteractiveState, openai_routes, refusal
+from .openai_schema import add_openai
 from .openapi import document
 from .planner import Planner
+from .ratelimit import RateLimiter
 from .routes import job_routes
+from .tokens import StreamTokenAuth, StreamTokens
+from .websocket import chat_socket
 
 log = logging.getLogger(__name__)
+
+# A request waits at most this long on Valkey (keys, rate limits) before it fails over.
+VALKEY_TIMEOUT_SECONDS = 1.0
+# What a page may send beyond the safelisted headers, and read beyond the safelisted ones.
+CORS_REQUEST_HEADERS = [
+    "Authorization", "Content-Type", "Idempotency-Key", "Prefer", "Last-Event-ID",
+    "If-None-Match", "traceparent",
+]  # fmt: skip
+CORS_RESPONSE_HEADERS = [
+    "Location", "ETag", "Retry-After", "Preference-Applied", "Link", "RateLimit-Limit",
+    "RateLimit-Remaining", "RateLimit-Reset",
+]  # fmt: skip
 
 
 def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> Starlette:
     """`draining`, once set, ends open SSE streams so a shutdown need not wait them out."""
     keys = ApiKeys.parse(settings.api_keys)
-    if not keys:
+    valkey = _valkey(settings)
+    auth = Authenticator(
+        keys, KeyStore(valkey) if valkey else None, cache_seconds=settings.key_cache_seconds
+    )
+    limiter = RateLimiter(valkey, settings.rate_limits) if valkey else None
+    if not keys and not valkey:
         log.warning("no API keys configured; every /v1 request will get 401")
     table = job_routes()
-    openapi_doc = document(table)
+    openapi_doc = add_openai(document(table))
+    docs_page = apidocs.render(openapi_doc)
     drain = draining if draining is not None else asyncio.Event()
+    tokens = StreamTokens.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[EdgeState]:
-        planner = Planner(settings.planner_address)
+        planner = Planner(settings.planner_address, settings.internal_token)
+        hub = Hub(planner)
+        inference = Inference(settings.inference_address)
         try:
-            yield EdgeState(
+            yield InteractiveState(
                 planner=planner,
                 keys=keys,
                 routes=table,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 draining=drain,
+                hub=hub,
+                tokens=tokens,
+                max_wait_seconds=settings.max_wait_seconds,
+                sse_max_seconds=settings.sse_max_seconds,
+                inference=inference,
             )
         finally:
+            await hub.close()
             await planner.close()
+            await inference.close()
+            if valkey is not None:
+                await valkey.aclose()
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_doc)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_page)
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
         *starlette_routes(table),
+        *openai_routes(),
+        WebSocketRoute("/v1/chat/ws", chat_socket),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(Observe)],
+        middleware=[
+            Middleware(Observe),
+            *_cors(settings.cors_origins),
+            Middleware(StreamTokenAuth, tokens=tokens, watch=table.by_rpc["WatchJob"]),
+            Middleware(Admission, auth=auth, limiter=limiter, routes=routes, refusal=refusal),
+        ],
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
         lifespan=lifespan,
     )
+
+
+def _cors(origins: tuple[str, ...]) -> list[Middleware]:
+    """CORS for the configured browser origins, outside Admission: a preflight carries no
+    credentials, and a refusal must still be readable by the page."""
+    if not origins:
+        return []
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=CORS_REQUEST_HEADERS,
+        expose_headers=CORS_RESPONSE_HEADERS,
+        max_age=600,
+    )
+    return [cors]
+
+
+def _valkey(settings: Settings) -> Valkey | None:
+    if not settings.valkey_url:
+        log.warning("no VALKEY_URL: API keys only from API_KEYS, and no rate limits")
+        return None
+    client: Valkey = Valkey.from_url(
+        settings.valkey_url,
+        socket_timeout=VALKEY_TIMEOUT_SECONDS,
+        socket_connect_timeout=VALKEY_TIMEOUT_SECONDS,
+    )
+    return client
 
 
 async def healthz(request: Request) -> Response:
@@ -104,9 +185,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
         error = InvalidArgument(exc.detail, reason=f"HTTP_{exc.status_code}")
     else:
         error = internal_error()
-    return error_response(error, exc.headers)
+    return refusal(request.scope, error, exc.headers or {})
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # Endpoints catch their own failures; this is for the framework's, logged by Starlette.
-    return error_response(internal_error())
+    return refusal(request.scope, internal_error(), {})

@@ -19,8 +19,10 @@ from starlette.responses import Response
 from switchboard.common.errors import (
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     SwitchboardError,
     Unauthenticated,
+    Unavailable,
     from_rpc_error,
     internal_status,
 )
@@ -30,6 +32,14 @@ log = logging.getLogger(__name__)
 
 class ApiKeyInvalid(Unauthenticated):
     reason = "API_KEY_INVALID"
+
+
+class KeyStoreUnavailable(Unavailable):
+    """Valkey, which holds the API keys, did not answer and the key was not cached."""
+
+
+class RateLimited(ResourceExhausted):
+    reason = "RATE_LIMITED"
 
 
 class RouteNotFound(NotFound):
@@ -42,10 +52,29 @@ class MethodNotAllowed(SwitchboardError):
     reason = "METHOD_NOT_ALLOWED"
 
 
+class ModelNotFound(NotFound):
+    """GET /v1/models/{id} for a name the inference service does not serve."""
+
+    reason = "MODEL_NOT_FOUND"
+
+
 class MalformedRequest(InvalidArgument):
     """The body or query could not be read into the request message at all."""
 
     reason = "MALFORMED_REQUEST"
+
+
+class BodyTooLarge(InvalidArgument):
+    # OVERRIDES answers 413: the request is fine in kind, only too big.
+    reason = "BODY_TOO_LARGE"
+
+
+class BodyTooDeep(InvalidArgument):
+    reason = "BODY_TOO_DEEP"
+
+
+class StreamTokenInvalid(Unauthenticated):
+    """A `?token=` on an event stream that is forged, expired or for another job."""
 
 
 HTTP_STATUS: Final[Mapping[grpc.StatusCode, int]] = {
@@ -75,6 +104,10 @@ OVERRIDES: Final[Mapping[str, tuple[int, Mapping[str, str]]]] = {
     # again later will succeed, which 400 would deny.
     "JOB_NOT_FINISHED": (409, {"Retry-After": "1"}),
     "METHOD_NOT_ALLOWED": (405, {}),
+    "BODY_TOO_LARGE": (413, {}),
+    # The same Idempotency-Key with a different request: the key is wrong, not the moment,
+    # so 422 as the IETF Idempotency-Key draft asks; 409 would invite a retry.
+    "IDEMPOTENCY_KEY_REUSED": (422, {}),
 }
 
 
@@ -109,14 +142,14 @@ def internal_error() -> SwitchboardError:
     return SwitchboardError.from_status(internal_status())
 
 
-def upstream_error(error: grpc.RpcError) -> SwitchboardError:
-    """The planner's rich status, reason included, as our error."""
+def upstream_error(error: grpc.RpcError, service: str = "the job service") -> SwitchboardError:
+    """A peer's rich status (the planner's, or `service`'s), reason included, as our error."""
     translated = from_rpc_error(error)
     if translated.reason.startswith("UPSTREAM_"):
         # No status from our own code: the transport's text names internal addresses.
-        fields = {"code": translated.code.name, "details": translated.message}
-        log.warning("planner call failed in transport", extra={"fields": fields})
-        translated.message = f"the job service did not answer ({translated.code.name})"
+        fields = {"service": service, "code": translated.code.name, "details": translated.message}
+        log.warning("upstream call failed in transport", extra={"fields": fields})
+        translated.message = f"{service} did not answer ({translated.code.name})"
     return translated
 
 

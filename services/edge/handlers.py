@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypedDict
 
-import grpc
 from google.protobuf import message
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,22 +19,31 @@ from starlette.routing import Route
 
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common import telemetry
-from switchboard.common.errors import InvalidArgument, SwitchboardError
+from switchboard.common.errors import SwitchboardError
 from switchboard.common.validation import validate
 
-from . import codec
-from .auth import ApiKeys
-from .errors import MethodNotAllowed, error_response, internal_error, upstream_error
+from . import bodies, codec
+from .auth import ApiKeys, authenticated_client
+from .errors import MethodNotAllowed, error_response, internal_error
+from .hub import Hub
 from .planner import Metadata, Planner
 from .routes import RestRoute, RouteTable, build_request, expand
-from .sse import EventStream, Upstream
+from .sse import HEADERS as SSE_HEADERS
+from .sse import EventStream, Tick
+from .tokens import QUERY_PARAMETER as TOKEN_PARAMETER
+from .tokens import StreamTokens
+from .wait import preferred_wait, until_finished
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES: Final = 1 << 20
 # Long enough for the planner to reject a watch; short enough that headers go out promptly.
 FIRST_EVENT_WAIT_SECONDS: Final = 1.0
 _UNFINISHED: Final = frozenset({jobs_pb2.Job.QUEUED, jobs_pb2.Job.RUNNING, jobs_pb2.Job.CANCELLING})
+# Query parameters of the event stream that are not WatchJobRequest fields: cursors for
+# clients that cannot set Last-Event-ID (`lastEventId`, and the older `after`), the token.
+_WATCH_EXTRAS: Final = frozenset({"after", "lastEventId", TOKEN_PARAMETER})
+# Per client (API keys), and always revalidated: the ETag makes that cheap.
+CACHE_CONTROL: Final = "private, no-cache"
 
 
 class EdgeState(TypedDict):
@@ -46,6 +54,10 @@ class EdgeState(TypedDict):
     routes: RouteTable
     heartbeat_seconds: float
     draining: asyncio.Event
+    hub: Hub
+    tokens: StreamTokens
+    max_wait_seconds: float
+    sse_max_seconds: float
 
 
 EdgeRequest = Request[EdgeState]
@@ -82,7 +94,7 @@ def _endpoint(by_method: Mapping[str, RestRoute]) -> Endpoint:
 
 async def _handle(route: RestRoute, request: EdgeRequest) -> Response:
     state = request.state
-    client = state["keys"].client_id(request.headers.get("authorization"))
+    client = authenticated_client(request.scope)
     job_id = request.path_params.get("job_id", "")
     # Each request runs in its own task, so these die with it; no reset needed.
     telemetry.client_id_var.set(client)
@@ -90,30 +102,94 @@ async def _handle(route: RestRoute, request: EdgeRequest) -> Response:
     pairs = [("x-client-id", client), *([("x-job-id", job_id)] if job_id else [])]
     metadata = telemetry.trace_metadata(*pairs)
     if route.streaming:
-        return await _watch(route, request, metadata)
-    body = await _body(request) if route.body else b""
+        return await _watch(route, request, client, metadata)
+    body = b""
+    if route.body:
+        body = await bodies.read_body(request)
+        bodies.check_depth(body)
     query = request.query_params.multi_items()
     rpc_request = build_request(route, request.path_params, query, body)
+    if isinstance(rpc_request, jobs_pb2.CreateJobRequest):
+        return await _create(route, request, rpc_request, client, metadata)
     validate(rpc_request)
     reply = await state["planner"].call(route.rpc, rpc_request, metadata)
     return _reply(route, request, reply)
 
 
-def _reply(route: RestRoute, request: EdgeRequest, reply: message.Message) -> Response:
+async def _create(
+    route: RestRoute,
+    request: EdgeRequest,
+    create: jobs_pb2.CreateJobRequest,
+    client: str,
+    metadata: Metadata,
+) -> Response:
+    """CreateJob, with Idempotency-Key and `Prefer: wait=N`: 200 with the job when it ended
+    within N seconds, else 202 as without the preference."""
+    state = request.state
+    if key := request.headers.get("idempotency-key"):
+        # The IETF draft sends the key as a structured-field string, quoted.
+        create.idempotency_key = key.strip().removeprefix('"').removesuffix('"')
+    validate(create)
+    job = await state["planner"].call(route.rpc, create, metadata)
+    if not isinstance(job, jobs_pb2.Job):
+        raise TypeError(f"{route.rpc} answered {type(job).__name__}, not a Job")
+    headers = {"Link": _events_link(request, client, job.name)}
+    wait = preferred_wait(request.headers.getlist("prefer"), state["max_wait_seconds"])
+    if wait is None:
+        return _reply(route, request, job, headers=headers)
+    headers["Preference-Applied"] = f"wait={wait}"
+    if job.state in _UNFINISHED:
+        # From here on the calls name the job, so Envoy can hash them to its planner.
+        named = (*metadata, ("x-job-id", job.name.removeprefix("jobs/")))
+        if await until_finished(state["hub"], client, job.name, named, wait):
+            job = await _finished_job(state["planner"], job, named)
+    status = route.status if job.state in _UNFINISHED else 200
+    return _reply(route, request, job, status=status, headers=headers)
+
+
+async def _finished_job(
+    planner: Planner, created: jobs_pb2.Job, metadata: Metadata
+) -> jobs_pb2.Job:
+    """The job as it ended; the job as created (so a 202) if reading it fails: it exists
+    either way, and the client can follow it from the Location."""
+    try:
+        found = await planner.call("GetJob", jobs_pb2.GetJobRequest(name=created.name), metadata)
+    except SwitchboardError as exc:
+        log.warning("reading the waited-for job failed", extra={"fields": {"reason": exc.reason}})
+        return created
+    return found if isinstance(found, jobs_pb2.Job) else created
+
+
+def _events_link(request: EdgeRequest, client: str, job: str) -> str:
+    """The job's event stream with a stream token, ready for a browser's EventSource."""
+    watch = request.state["routes"].by_rpc["WatchJob"]
+    token = request.state["tokens"].issue(client, job)
+    return f'<{expand(watch.template, {"name": job})}?{TOKEN_PARAMETER}={token}>; rel="events"'
+
+
+def _reply(
+    route: RestRoute,
+    request: EdgeRequest,
+    reply: message.Message,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     body = codec.message_json(reply)
-    headers: dict[str, str] = {}
+    answer = dict(headers or {})
     if isinstance(reply, jobs_pb2.Job):
         if reply.state in _UNFINISHED:
-            headers["Retry-After"] = "1"
+            answer["Retry-After"] = "1"
         if route.rpc == "CreateJob":
             get_job = request.state["routes"].by_rpc["GetJob"]
-            headers["Location"] = expand(get_job.template, {"name": reply.name})
+            answer["Location"] = expand(get_job.template, {"name": reply.name})
     if route.method == "GET":
         etag = f'"{hashlib.sha256(body).hexdigest()}"'
-        headers["ETag"] = etag
+        answer["ETag"] = etag
+        answer["Cache-Control"] = CACHE_CONTROL
         if _etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-    return Response(body, route.status, headers, media_type="application/json")
+            return Response(status_code=304, headers=answer)
+    return Response(body, status or route.status, answer, media_type="application/json")
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -122,38 +198,37 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def _body(request: EdgeRequest) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InvalidArgument(
-                f"request body exceeds {MAX_BODY_BYTES} bytes", reason="BODY_TOO_LARGE"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _watch(route: RestRoute, request: EdgeRequest, metadata: Metadata) -> Response:
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+async def _watch(
+    route: RestRoute, request: EdgeRequest, client: str, metadata: Metadata
+) -> Response:
+    params = request.query_params
+    query = [(k, v) for k, v in params.multi_items() if k not in _WATCH_EXTRAS]
     watch = build_request(route, request.path_params, query, b"")
     if not isinstance(watch, jobs_pb2.WatchJobRequest):
         raise TypeError(f"{route.rpc} is not WatchJob; no SSE translation for it")
     # EventSource reconnects with the original URL plus Last-Event-ID, the newer cursor.
-    cursor = request.headers.get("last-event-id") or request.query_params.get("after")
+    cursor = (
+        request.headers.get("last-event-id") or params.get("lastEventId") or params.get("after")
+    )
     if cursor:
         watch.after_cursor = cursor
     validate(watch)
     state = request.state
-    upstream = Upstream(state["planner"].watch(watch, metadata))
+    subscription = state["hub"].subscribe(client, watch.name, watch.after_cursor, metadata)
     try:
         # Waiting for the first event lets an early failure still answer with its HTTP status.
-        wait = min(state["heartbeat_seconds"], FIRST_EVENT_WAIT_SECONDS)
-        first = await upstream.next(wait)
-    except grpc.RpcError as exc:
-        upstream.cancel()
-        raise upstream_error(exc) from exc
+        first = await subscription.next(min(state["heartbeat_seconds"], FIRST_EVENT_WAIT_SECONDS))
     except BaseException:
-        upstream.cancel()
+        subscription.close(client_left=False)
         raise
-    return EventStream(upstream, first, state["heartbeat_seconds"], state["draining"])
+    if first is Tick.END:
+        subscription.close(client_left=False)
+        # Nothing after the cursor and the job is over: 204 stops EventSource reconnecting.
+        return Response(status_code=204, headers=SSE_HEADERS)
+    return EventStream(
+        subscription,
+        first,
+        state["heartbeat_seconds"],
+        state["draining"],
+        state["sse_max_seconds"],
+    )

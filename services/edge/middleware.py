@@ -1,16 +1,26 @@
-"""Per-request tracing and Prometheus metrics, labelled by route template, not raw path."""
+"""Per-request tracing and Prometheus metrics, labelled by route template, not raw path;
+and admission (API key, rate limit) of every `/v1/` request before it is routed."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import prometheus_client
 from opentelemetry import trace
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard.common import telemetry
+from switchboard.common.errors import SwitchboardError
+
+from .auth import CLIENT_SCOPE_KEY, Authenticator
+from .errors import RateLimited, error_response
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,10 @@ _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "O
 UNMATCHED: Final = "unmatched"
 # Probes and scrapes come every few seconds; their access lines would drown the rest.
 _QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+# The API; health, metrics and the OpenAPI document need no key.
+PROTECTED_PREFIX: Final = "/v1/"
+_ADMITTED_TYPES: Final = frozenset({"http", "websocket"})
+_WS_POLICY_VIOLATION: Final = 1008
 
 
 class Observe:
@@ -74,3 +88,92 @@ def _record(span: trace.Span, method: str, route: str, status: int, seconds: flo
     fields = {"method": method, "route": route, "status": status, "seconds": round(seconds, 4)}
     level = logging.DEBUG if route in _QUIET_ROUTES else logging.INFO
     log.log(level, "request", extra={"fields": fields})
+
+
+class Admission:
+    """Every `/v1/` request: the API key names the client (else 401), the client's rate
+    limit admits the request (else 429), and only then is it routed.
+
+    The client id goes into the scope (auth.authenticated_client) and the log context, and
+    the RateLimit headers onto whatever answer follows, an SSE stream's included. An SSE
+    stream is one request, so it counts once, when it opens."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth: Authenticator,
+        limiter: RateLimiter | None,
+        routes: Sequence[BaseRoute],
+        refusal: Refusal | None = None,
+    ) -> None:
+        self.app = app
+        self.auth = auth
+        self.limiter = limiter
+        self.routes = routes
+        self.refusal = refusal or _google_shape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in _ADMITTED_TYPES or not scope["path"].startswith(PROTECTED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        try:
+            # An event stream opened with a stream token (tokens.StreamTokenAuth, just
+            # before this) arrives with its client found; it is rate-limited all the same.
+            client = scope.get(CLIENT_SCOPE_KEY) or await self.auth.client_id(
+                Headers(scope=scope).get("authorization")
+            )
+            telemetry.client_id_var.set(client)
+            decision = await self.limiter.admit(client) if self.limiter else None
+            if decision is not None:
+                headers = decision.headers()
+                if not decision.admitted:
+                    wait = decision.retry_after_seconds
+                    raise RateLimited(f"rate limit exceeded; retry in {wait} s")
+        except SwitchboardError as exc:
+            await self._refuse(exc, headers, scope, receive, send)
+            return
+        scope[CLIENT_SCOPE_KEY] = client
+        await self.app(scope, receive, _adding(headers, send))
+
+    async def _refuse(
+        self,
+        error: SwitchboardError,
+        headers: Mapping[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        if scope["type"] == "websocket":
+            # Closing before the accept refuses the handshake (HTTP 403).
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
+            return
+        # The access line and metrics name the route the request would have taken.
+        for route in self.routes:
+            if route.matches(scope)[0] is not Match.NONE:
+                scope["route"] = route
+                break
+        await self.refusal(scope, error, headers)(scope, receive, send)
+
+
+# Writes a refusal; the OpenAI-compatible routes answer in OpenAI's error shape instead.
+Refusal = Callable[[Scope, SwitchboardError, Mapping[str, str]], Response]
+
+
+def _google_shape(scope: Scope, error: SwitchboardError, headers: Mapping[str, str]) -> Response:
+    return error_response(error, headers)
+
+
+def _adding(headers: Mapping[str, str], send: Send) -> Send:
+    if not headers:
+        return send
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *raw]}
+        await send(message)
+
+    return sending

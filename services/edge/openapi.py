@@ -4,23 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from google.protobuf import descriptor
+from switchboard.common.jsonschema import SCALAR_TYPES as _SCALARS
 
 from .routes import RestRoute, RouteTable
 
-_FD = descriptor.FieldDescriptor
-_SCALARS: Final[dict[int, str]] = {
-    _FD.CPPTYPE_INT32: "integer",
-    _FD.CPPTYPE_UINT32: "integer",
-    # proto3 JSON writes 64-bit integers as strings.
-    _FD.CPPTYPE_INT64: "string",
-    _FD.CPPTYPE_UINT64: "string",
-    _FD.CPPTYPE_DOUBLE: "number",
-    _FD.CPPTYPE_FLOAT: "number",
-    _FD.CPPTYPE_BOOL: "boolean",
-    _FD.CPPTYPE_ENUM: "string",
-    _FD.CPPTYPE_STRING: "string",
-}
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 
 
@@ -34,7 +21,11 @@ def document(table: RouteTable, title: str = "Switchboard", version: str = "v1")
         "paths": paths,
         "security": [{"apiKey": []}],
         "components": {
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer"},
+                # The `Link` of a created job carries it; it opens that job's events only.
+                "streamToken": {"type": "apiKey", "in": "query", "name": "token"},
+            },
             "schemas": {"Error": _error_schema()},
         },
     }
@@ -65,6 +56,7 @@ def _operation(route: RestRoute) -> dict[str, Any]:
             "description": target.full_name,
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
+    _http_semantics(route, operation)
     return operation
 
 
@@ -100,3 +92,77 @@ def _error_schema() -> dict[str, Any]:
             }
         },
     }
+
+
+def _http_semantics(route: RestRoute, operation: dict[str, Any]) -> None:
+    """What the edge adds over the gRPC contract (docs/edge.md): headers, answers, tokens."""
+    operation["parameters"].extend(_EXTRA_PARAMETERS.get(route.rpc, []))
+    responses = operation["responses"]
+    success = responses[str(route.status)]
+    if headers := _RESPONSE_HEADERS.get(route.rpc):
+        success["headers"] = headers
+    for status, (description, body) in _EXTRA_RESPONSES.get(route.rpc, {}).items():
+        answer: dict[str, Any] = {"description": description}
+        if body == "success":
+            answer = {**success, "description": description}
+        elif body == "error":
+            answer["content"] = {"application/json": {"schema": _ERROR}}
+        responses[status] = answer
+    if route.streaming:
+        operation["security"] = [{"apiKey": []}, {"streamToken": []}]
+
+
+def _header(name: str, description: str, where: str = "header") -> dict[str, Any]:
+    return {"name": name, "in": where, "description": description, "schema": {"type": "string"}}
+
+
+def _out(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+_EXTRA_PARAMETERS: Final[dict[str, list[dict[str, Any]]]] = {
+    "CreateJob": [
+        _header(
+            "Idempotency-Key",
+            "Makes retries safe: the same key with the same request returns the first job; "
+            "with another request it is refused (422 IDEMPOTENCY_KEY_REUSED).",
+        ),
+        _header(
+            "Prefer",
+            "`wait=N` (RFC 7240): answer 200 with the job if it ends within N seconds (at "
+            "most 10), else 202 as without it.",
+        ),
+    ],
+    "GetJob": [_header("If-None-Match", "An ETag from an earlier answer: 304 while unchanged.")],
+    "WatchJob": [
+        _header("Last-Event-ID", "Resume after this event id; EventSource sends it itself."),
+        _header("lastEventId", "Last-Event-ID for clients that cannot set headers.", "query"),
+        _header("after", "An older name of lastEventId.", "query"),
+    ],
+}
+_RESPONSE_HEADERS: Final[dict[str, dict[str, Any]]] = {
+    "CreateJob": {
+        "Location": _out("The job's URL."),
+        "Retry-After": _out("Seconds until polling the job is worthwhile; while it runs."),
+        "Link": _out('The job\'s event stream with a stream token, rel="events".'),
+        "Preference-Applied": _out("`wait=N` when a Prefer wait was honoured."),
+    },
+    "GetJob": {
+        "ETag": _out("Strong validator of this representation."),
+        "Cache-Control": _out("private, no-cache: revalidate with If-None-Match."),
+        "Retry-After": _out("Seconds until asking again is worthwhile; while the job runs."),
+    },
+}
+# Status -> (description, "success" for the success body, "error" for the error body, or
+# "" for none).
+_EXTRA_RESPONSES: Final[dict[str, dict[str, tuple[str, str]]]] = {
+    "CreateJob": {
+        "200": ("The job, which ended within the Prefer: wait time.", "success"),
+        "413": ("The body is larger than the edge accepts (BODY_TOO_LARGE).", "error"),
+        "422": ("The Idempotency-Key came with another request before.", "error"),
+    },
+    "CancelJob": {"413": ("The body is larger than the edge accepts.", "error")},
+    "GetJob": {"304": ("Unchanged since the If-None-Match ETag.", "")},
+    "WatchJob": {"204": ("Nothing after the cursor and the job is over: stop reconnecting.", "")},
+    "GetJobResult": {"409": ("The job still runs (JOB_NOT_FINISHED); see Retry-After.", "error")},
+}

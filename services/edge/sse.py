@@ -4,7 +4,8 @@ Frames: `retry: 2000` first; then per event `id: <cursor>`, `event: <payload fie
 `data: <JobEvent JSON>`. Heartbeats (the planner's and the edge's own idle timer) are
 `: heartbeat` comments with no id, so a client's Last-Event-ID is always a real cursor.
 An upstream failure after the first byte becomes `event: error` with the Google error
-body, and the stream ends.
+body, and the stream ends. A response lives at most `max_seconds`; the client then resumes
+with Last-Event-ID, possibly on another replica.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from typing import Final
+from typing import Final, Protocol
 
-import grpc
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -22,7 +22,7 @@ from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.errors import SwitchboardError
 
 from . import codec
-from .errors import error_body, internal_error, upstream_error
+from .errors import error_body, internal_error
 from .planner import WatchCall
 
 log = logging.getLogger(__name__)
@@ -82,39 +82,54 @@ class Upstream:
         self._call.cancel()
 
 
+class Feed(Protocol):
+    """A job's events for one SSE response (hub.Subscription)."""
+
+    async def next(self, idle_seconds: float) -> events_pb2.JobEvent | Tick: ...
+
+    def close(self, *, client_left: bool) -> None: ...
+
+
 class EventStream(Response):
-    """An SSE answer that ends when the watch ends, the client leaves or the edge drains;
-    whichever comes first, the upstream call is cancelled."""
+    """An SSE answer that ends when the watch ends, the client leaves, the edge drains or
+    `max_seconds` pass; whichever comes first, it leaves its feed."""
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        upstream: Upstream,
+        feed: Feed,
         first: events_pb2.JobEvent | Tick,
         heartbeat_seconds: float,
         draining: asyncio.Event,
+        max_seconds: float,
     ) -> None:
         # Not Response.__init__: that would render an empty body with Content-Length 0.
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
-        self._upstream = upstream
+        self._feed = feed
         self._first = first
         self._heartbeat = heartbeat_seconds
         self._draining = draining
+        self._max_seconds = max_seconds
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         pump = asyncio.ensure_future(self._pump(send))
+        left = asyncio.ensure_future(_disconnected(receive))
         stops = [
-            asyncio.ensure_future(_disconnected(receive)),
+            left,
             asyncio.ensure_future(self._draining.wait()),
+            asyncio.ensure_future(asyncio.sleep(self._max_seconds)),
         ]
         try:
             await asyncio.wait([pump, *stops], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._upstream.cancel()
+            # Only a client going away may cancel a cancel-on-disconnect job; the edge ending
+            # the response (drain, max_seconds) leaves the client free to resume.
+            self._feed.close(client_left=left.done() or self._client_gone)
             for task in (pump, *stops):
                 task.cancel()
             await asyncio.gather(pump, *stops, return_exceptions=True)
@@ -129,13 +144,12 @@ class EventStream(Response):
         try:
             while item is not Tick.END:
                 await write(HEARTBEAT if item is Tick.IDLE else event_frame(item))
-                item = await self._upstream.next(self._heartbeat)
-        except grpc.RpcError as exc:
-            error = upstream_error(exc)
+                item = await self._feed.next(self._heartbeat)
+        except SwitchboardError as error:
             log.info("watch failed", extra={"fields": {"reason": error.reason}})
             await write(error_frame(error))
         except OSError:
-            pass  # the client left mid-write; __call__ cancels the upstream
+            self._client_gone = True  # it left mid-write; __call__ leaves the feed
         except Exception:  # the stream's one failure point, reported in-band
             log.exception("watch stream broke")
             await write(error_frame(internal_error()))

@@ -72,8 +72,9 @@ FINISH_REASONS = {
     "length": pb.FINISH_REASON_LENGTH,
     "cancelled": pb.FINISH_REASON_CANCELLED,
 }
-# The contract's seed is uint64; the chat model takes [0, 2**32 - 1] (llama.cpp's range).
-SEED_MASK = 2**32 - 1
+# The contract's seed is uint64; the chat model takes [0, 2**32 - 2]: llama.cpp reads
+# 2**32 - 1 as "pick a random seed", so seeds are folded into 2**32 - 1 values.
+SEED_RANGE = 2**32 - 1
 
 Emit = Callable[[pb.GenerateResponse], None]
 
@@ -229,7 +230,7 @@ class Generation:
             temperature=params.temperature if sampling else None,
             top_p=(params.top_p or None) if sampling else None,
             stop=tuple(params.stop) if sampling else (),
-            seed=(params.seed & SEED_MASK or None) if sampling else None,
+            seed=(params.seed % SEED_RANGE or None) if sampling else None,
         )
 
     def _prompt(self) -> str:

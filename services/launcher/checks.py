@@ -23,6 +23,20 @@ def http_ok(url: str) -> Check:
     return check
 
 
+def chroma_heartbeat(port: int) -> Check:
+    """Chroma's heartbeat answers with its clock, which only a serving frontend does."""
+
+    async def check() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                reply = await client.get(f"http://127.0.0.1:{port}/api/v2/heartbeat")
+                return reply.status_code == 200 and "nanosecond heartbeat" in reply.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    return check
+
+
 def grpc_serving(address: str, service: str = "") -> Check:
     async def check() -> bool:
         async with grpc.aio.insecure_channel(address) as channel:

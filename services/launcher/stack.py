@@ -6,7 +6,9 @@ developer runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,11 @@ from switchboard.inference import triton_launch
 from . import checks, envoy
 from .ports import Ports
 
-DEV_API_KEYS = "sb-dev-key=dev"
+# The published development key `sb-dev-key` of client `dev`, given to the edge as its digest.
+DEV_API_KEYS = f"sha256:{hashlib.sha256(b'sb-dev-key').hexdigest()}=dev"
+# The shared secret with which the edge (and whoever reads this file: tests, benchmarks, an
+# SRE's grpcurl) may name a client to the planner; made afresh by every `up`.
+INTERNAL_TOKEN_FILE = "internal-token"
 # The local mesh signs webhooks with a published development secret and may call receivers
 # on this machine; the environment overrides both.
 DEV_WEBHOOKS = {
@@ -47,8 +53,13 @@ def _python(module: str) -> Callable[[], list[str]]:
     return lambda: [sys.executable, "-m", module]
 
 
-def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[ProcessSpec]:
-    """Every process in start order; `needs` names what must be ready first."""
+def build(
+    ports: Ports, state_dir: Path, environ: Mapping[str, str], *, internal_token: str = ""
+) -> list[ProcessSpec]:
+    """Every process in start order; `needs` names what must be ready first.
+
+    `internal_token` goes to the planner (which believes x-client-id only with it) and to
+    the edges; `up` makes one with write_internal_token."""
     # SWITCHBOARD_STACK marks every process (and what it spawns) as this stack's.
     base_env = {**environ, "PYTHONUNBUFFERED": "1", "SWITCHBOARD_STACK": str(state_dir)}
     loopback = "127.0.0.1"
@@ -58,6 +69,7 @@ def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[Pro
     return [
         _valkey(ports, state_dir, base_env),
         _temporal(ports, state_dir, base_env),
+        _chroma(ports, state_dir, base_env),
         _triton(ports, state_dir, base_env),
         ProcessSpec(
             "inference",
@@ -85,6 +97,7 @@ def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[Pro
                 METRICS_PORT=ports.planner_metrics,
                 TEMPORAL_ADDRESS=temporal,
                 VALKEY_URL=valkey_url,
+                INTERNAL_TOKENS=internal_token,
             ),
             ports=(ports.planner, ports.planner_metrics),
         ),
@@ -92,7 +105,7 @@ def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[Pro
             "worker",
             _python("switchboard.planner.worker"),
             checks.http_ok(f"http://{loopback}:{ports.worker_metrics}/metrics"),
-            needs=("temporal", "valkey"),
+            needs=("temporal", "valkey", "chroma"),
             env=_service_env(
                 {**DEV_WEBHOOKS, **base_env},
                 "WORKER",
@@ -100,23 +113,55 @@ def build(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> list[Pro
                 TEMPORAL_ADDRESS=temporal,
                 VALKEY_URL=valkey_url,
                 INFERENCE_ADDRESS=grpc_front,
+                CHROMA_URL=f"http://{loopback}:{ports.chroma}",
             ),
             ports=(ports.worker_metrics,),
         ),
-        ProcessSpec(
-            "edge",
-            _python("switchboard.edge"),
-            checks.http_ok(f"http://{loopback}:{ports.edge}/healthz"),
-            env=_service_env(
-                {"SWITCHBOARD_EDGE_API_KEYS": DEV_API_KEYS, **base_env},
-                "EDGE",
-                PORT=ports.edge,
-                PLANNER_ADDRESS=grpc_front,
-            ),
-            ports=(ports.edge,),
+        *(
+            _edge(name, port, base_env, grpc_front, valkey_url, internal_token)
+            for name, port in (("edge", ports.edge), ("edge-2", ports.edge_2))
         ),
         _envoy(ports, state_dir, base_env),
     ]
+
+
+def _edge(
+    name: str, port: int, env: Mapping[str, str], planner: str, valkey_url: str, token: str
+) -> ProcessSpec:
+    """One edge replica; the replicas share API keys and rate limits through Valkey."""
+    return ProcessSpec(
+        name,
+        _python("switchboard.edge"),
+        checks.http_ok(f"http://127.0.0.1:{port}/healthz"),
+        needs=("valkey",),
+        env=_service_env(
+            {"SWITCHBOARD_EDGE_API_KEYS": DEV_API_KEYS, **env},
+            "EDGE",
+            PORT=port,
+            PLANNER_ADDRESS=planner,
+            # Envoy's gRPC listener routes InferenceService too, hashing on x-session-id.
+            INFERENCE_ADDRESS=planner,
+            VALKEY_URL=valkey_url,
+            INTERNAL_TOKEN=token,
+        ),
+        ports=(port,),
+    )
+
+
+def write_internal_token(state_dir: Path) -> str:
+    """A new internal token for the stack in `state_dir`, kept in a file only we can read."""
+    token = secrets.token_urlsafe(32)
+    path = state_dir / INTERNAL_TOKEN_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
+    return token
+
+
+def read_internal_token(state_dir: Path) -> str:
+    """The internal token of the stack that runs (or ran) from `state_dir`."""
+    return (state_dir / INTERNAL_TOKEN_FILE).read_text().strip()
 
 
 def select(specs: Sequence[ProcessSpec], names: Iterable[str]) -> list[ProcessSpec]:
@@ -176,6 +221,21 @@ def _temporal(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessS
                        ports=(ports.temporal, ports.temporal_http))  # fmt: skip
 
 
+def _chroma(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    """Chroma's server (the Rust one the `chromadb` package ships), data in the state folder.
+    It sends no telemetry of its own; the variable also keeps the Python client side quiet."""
+    chroma_bin = Path(sys.executable).parent / "chroma"
+    argv = lambda: [  # noqa: E731
+        str(chroma_bin), "run",
+        "--path", str(state_dir / "chroma"),
+        "--host", "127.0.0.1",
+        "--port", str(ports.chroma),
+    ]  # fmt: skip
+    return ProcessSpec("chroma", argv, checks.chroma_heartbeat(ports.chroma),
+                       env={**env, "ANONYMIZED_TELEMETRY": "False"},
+                       ports=(ports.chroma,))  # fmt: skip
+
+
 def _triton(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
     def argv() -> list[str]:
         return triton_launch.command(
@@ -202,7 +262,7 @@ def _envoy(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec
         config.write_text(
             envoy.render_config(
                 envoy.EnvoyPorts(public=ports.public, grpc=ports.grpc, admin=ports.envoy_admin),
-                edges=[ports.edge],
+                edges=[ports.edge, ports.edge_2],
                 planners=[ports.planner],
                 inferences=[ports.inference],
             )
@@ -214,7 +274,7 @@ def _envoy(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec
         argv,
         # Through the public listener to the edge: proves the route, not just the listener.
         checks.http_ok(f"http://127.0.0.1:{ports.public}/healthz"),
-        needs=("edge", "planner", "inference"),
+        needs=("edge", "edge-2", "planner", "inference"),
         env=env,
         ports=(ports.public, ports.grpc, ports.envoy_admin),
     )

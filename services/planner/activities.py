@@ -193,14 +193,16 @@ class Webhooks:
         if attempt > self._settings.max_attempts:  # retried past the schedule after timeouts
             raise self._failed(attempt, "attempts exhausted")
         try:
-            await webhooks.check_destination(job.webhook_url, allow=self._settings.allow)
+            destination = await webhooks.check_destination(
+                job.webhook_url, allow=self._settings.allow
+            )
             secret = self._settings.secret_for(ids.split_workflow_id(wid)[0]).value
             if not secret:
                 raise webhooks.WebhookSecretMissing("no webhook secret for this client")
         except SwitchboardError as e:
             log.warning("webhook refused", extra={"fields": {"reason": e.reason, **e.metadata}})
             raise application_error(e) from e
-        status = await self._post(job, webhooks.message_id(wid), secret, attempt)
+        status = await self._post(destination, job, webhooks.message_id(wid), secret, attempt)
         fields = {"status": status, "attempt": attempt}
         if 200 <= status < 300:
             log.info("webhook delivered", extra={"fields": fields})
@@ -208,18 +210,23 @@ class Webhooks:
         log.info("webhook refused by receiver", extra={"fields": fields})
         raise self._failed(attempt, f"the receiver answered {status}")
 
-    async def _post(self, job: jobs_pb2.Job, msg_id: str, secret: str, attempt: int) -> int:
+    async def _post(
+        self,
+        destination: webhooks.Destination,
+        job: jobs_pb2.Job,
+        msg_id: str,
+        secret: str,
+        attempt: int,
+    ) -> int:
         body = json.dumps(webhooks.payload(job), separators=(",", ":")).encode()
         headers = webhooks.headers(secret, msg_id, int(time.time()), body)
-        # A client per delivery: every job's receiver is a different peer, nothing to pool.
-        # Redirects are not followed: a 3xx could point past the destination check.
-        client = httpx.AsyncClient(follow_redirects=False, timeout=self._settings.timeout_seconds)
+        # To the addresses just checked (no second DNS lookup), without following redirects.
         try:
-            async with client:
-                response = await client.post(job.webhook_url, content=body, headers=headers)
+            return await webhooks.post(
+                destination, body, headers, timeout_s=self._settings.timeout_seconds
+            )
         except httpx.HTTPError as e:
             raise self._failed(attempt, f"the request failed ({type(e).__name__})") from e
-        return response.status_code
 
     def _failed(self, attempt: int, why: str) -> ApplicationError:
         """Retryable on the schedule until the last attempt."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from switchboard.common.settings import Env, Secret
 
 DEFAULT_TASK_QUEUE = "switchboard-jobs"
+DEFAULT_CHROMA_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,14 @@ class Settings:
     log_level: str
     heartbeat_seconds: float
     grace_seconds: float
+    # Shared secrets of the callers whose `x-client-id` is believed (the edge's, SREs');
+    # several, so one can be rotated without a gap. None: no call naming a client passes.
+    internal_tokens: tuple[Secret, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         env = Env(environ, "SWITCHBOARD_PLANNER")
+        tokens = env.secret("INTERNAL_TOKENS").value.split(",")
         return cls(
             host=env.str("HOST", "127.0.0.1"),
             port=env.int("PORT", 50051),
@@ -39,6 +44,7 @@ class Settings:
             log_level=env.str("LOG_LEVEL", "INFO"),
             heartbeat_seconds=env.float("HEARTBEAT_SECONDS", 15.0),
             grace_seconds=env.float("GRACE_SECONDS", 5.0),
+            internal_tokens=tuple(Secret(t.strip()) for t in tokens if t.strip()),
         )
 
 
@@ -103,6 +109,12 @@ class WorkerSettings:
     heartbeat_throttle_seconds: float
     grace_seconds: float
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # Chroma's HTTP API: where the document pipelines keep their chunks' vectors.
+    chroma_url: str = DEFAULT_CHROMA_URL
+    # The chat pipeline's session memory: messages the model is given, and how long an idle
+    # session's window is kept.
+    chat_window_messages: int = 10
+    chat_window_ttl_seconds: int = 1800
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -118,4 +130,7 @@ class WorkerSettings:
             heartbeat_throttle_seconds=env.float("HEARTBEAT_THROTTLE_SECONDS", 1.0),
             grace_seconds=env.float("GRACE_SECONDS", 10.0),
             webhooks=WebhookSettings.from_env(env),
+            chroma_url=env.str("CHROMA_URL", DEFAULT_CHROMA_URL),
+            chat_window_messages=env.int("CHAT_WINDOW_MESSAGES", 10),
+            chat_window_ttl_seconds=env.int("CHAT_WINDOW_TTL_SECONDS", 1800),
         )

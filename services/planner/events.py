@@ -4,14 +4,16 @@ Key `sb:{<client>/<job_id>}:events` (the braces are a cluster hash tag, so the l
 state index share a slot). Each entry holds one serialized `JobEvent` under field `e`; the
 entry id (`<ms>-<seq>`) is the event's cursor. State changes go through a script that records
 each state once, so a retried publish never writes a second terminal event.
+
+Watchers replay the stored history themselves (XRANGE) and then follow the process's single
+reader (`hub.StreamHub`), which reads every watched log with one blocking XREAD.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -23,10 +25,12 @@ from switchboard.api.jobs.v1 import events_pb2
 
 from . import ids
 from .errors import EventLogUnavailable, InvalidCursor
+from .hub import Feed, Position, StreamHub
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 _FIELD = b"e"
 MAX_BLOCK_SECONDS = 2.0
+REPLAY_BATCH = 500
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 
 # Appends a state change unless this state was already logged; returns the entry id either way.
@@ -88,6 +92,7 @@ class EventLog:
         terminal_ttl_seconds: int = 24 * 3600,
         open_ttl_seconds: int = 7 * 24 * 3600,
         heartbeat_seconds: float = 15.0,
+        queue_limit: int = 1024,
     ) -> None:
         self._client = client
         self._maxlen = maxlen
@@ -97,8 +102,18 @@ class EventLog:
         # gone before its job id can be used again.
         self._open_ttl = open_ttl_seconds
         self._heartbeat_seconds = heartbeat_seconds
-        self._block_ms = max(1, int(min(heartbeat_seconds, _block_limit(client)) * 1000))
         self._append_state = client.register_script(_APPEND_STATE)
+        self.hub: StreamHub[events_pb2.JobEvent] = StreamHub(
+            client,
+            _decode,
+            block_ms=max(1, int(_block_limit(client) * 1000)),
+            queue_limit=queue_limit,
+            on_error=_translated,
+        )
+
+    @property
+    def client(self) -> Valkey:
+        return self._client
 
     async def append(self, wid: str, event: events_pb2.JobEvent) -> str:
         """Appends any event; returns its cursor."""
@@ -132,37 +147,68 @@ class EventLog:
     async def watch(self, wid: str, after_cursor: str) -> AsyncGenerator[events_pb2.JobEvent, None]:
         """Events after the cursor, stored then live, ending after the terminal event.
 
-        Yields a `gap` first when the log was trimmed past the cursor, and a `heartbeat`
-        (no cursor) whenever nothing happened for a heartbeat interval.
+        Yields a `gap` when the log was trimmed past the watcher's position: first, for an
+        expired cursor, or later, when a slow watcher fell more than the log keeps behind. A
+        `heartbeat` (no cursor) whenever nothing happened for a heartbeat interval. Live events
+        come from the process's one reader (`hub`); stored ones are read here, from the cursor.
         """
         parse_cursor(after_cursor)
         cursor = after_cursor or "0-0"
         name = ids.job_name(ids.split_workflow_id(wid)[1])
-        gap = await self._gap(wid, cursor)
-        if gap is not None:
-            yield gap
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time()
+        with _reachable():
+            feed = await self.hub.subscribe(stream_key(wid))
+        try:
+            while True:
+                async for event in self._stored(wid, cursor):
+                    yield event
+                    cursor = event.cursor or cursor  # a gap has none
+                    if is_terminal(event):
+                        return
+                async for event in self._live(feed, name, parse_cursor(cursor)):
+                    yield event
+                    cursor = event.cursor or cursor
+                    if is_terminal(event):
+                        return
+                # The feed overflowed (this watcher fell behind): re-read from the cursor.
+                feed.restart()
+        finally:
+            await self.hub.unsubscribe(feed)
+
+    async def _stored(self, wid: str, cursor: str) -> AsyncIterator[events_pb2.JobEvent]:
+        """The stored events after the cursor, up to the end of the log as it is now; a `gap`
+        first whenever the log was trimmed past the cursor (checked before every batch: a slow
+        reader's next batch may already have been trimmed away)."""
         while True:
+            gap = await self._gap(wid, cursor)
+            if gap is not None:
+                yield gap
             with _reachable():
-                batch = await self._client.xread(
-                    {stream_key(wid): cursor}, count=100, block=self._block_ms
+                entries = await self._client.xrange(
+                    stream_key(wid), min=f"({cursor}", count=REPLAY_BATCH
                 )
-            if not batch:
-                if loop.time() - quiet_since >= self._heartbeat_seconds:
-                    quiet_since = loop.time()
-                    yield events_pb2.JobEvent(
-                        job=name, create_time=now(), heartbeat=events_pb2.Heartbeat()
-                    )
-                continue
-            for entry_id, fields in batch[0][1]:
-                cursor = _text(entry_id)
-                event = events_pb2.JobEvent.FromString(fields[_FIELD])
-                event.cursor = cursor
+            for entry_id, fields in entries:
+                event = _decode(_text(entry_id), fields)
+                cursor = event.cursor
                 yield event
-                if is_terminal(event):
-                    return
-            quiet_since = loop.time()
+            if len(entries) < REPLAY_BATCH:
+                return
+
+    async def _live(
+        self, feed: Feed[events_pb2.JobEvent], name: str, after: Position
+    ) -> AsyncIterator[events_pb2.JobEvent]:
+        """Live events after `after`, with heartbeats in silences, until the feed overflows."""
+        while not feed.overflowed:
+            item = await feed.next(self._heartbeat_seconds)
+            if item is None:
+                yield events_pb2.JobEvent(
+                    job=name, create_time=now(), heartbeat=events_pb2.Heartbeat()
+                )
+                continue
+            at, event = item
+            if at <= after:
+                continue  # read by the replay already
+            after = at
+            yield event
 
     async def _gap(self, wid: str, cursor: str) -> events_pb2.JobEvent | None:
         """A gap event when entries after the cursor may have been trimmed away."""
@@ -183,6 +229,19 @@ class EventLog:
             create_time=now(),
             gap=events_pb2.Gap(first_available_cursor=first_cursor),
         )
+
+
+def _decode(cursor: str, fields: dict[bytes, bytes]) -> events_pb2.JobEvent:
+    event = events_pb2.JobEvent.FromString(fields[_FIELD])
+    event.cursor = cursor
+    return event
+
+
+def _translated(error: Exception) -> Exception:
+    """The hub's failure as watchers report it."""
+    if isinstance(error, valkey_errors.ConnectionError | valkey_errors.TimeoutError):
+        return EventLogUnavailable("the event log is unavailable; retry later")
+    return error
 
 
 def _block_limit(client: Valkey) -> float:

@@ -6,6 +6,7 @@ client id is what keeps clients apart, so another client's job is simply not fou
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
@@ -24,6 +25,12 @@ def check_client_id(client_id: str) -> str:
 def new_job_id() -> str:
     """`j-` and 20 hex digits: matches the job id pattern of the API."""
     return "j-" + secrets.token_hex(10)
+
+
+def idempotent_job_id(key: str) -> str:
+    """`k-` and 32 hex digits of sha256(key): the same key always names the same job (of the
+    caller: the workflow id adds the client), and matches the job id pattern of the API."""
+    return "k-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def job_name(job_id: str) -> str:

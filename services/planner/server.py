@@ -34,7 +34,11 @@ def build(
 ) -> tuple[grpc.aio.Server, HealthServicer]:
     """The server with JobService, health and reflection, bound but not started."""
     events = EventLog(valkey_client, heartbeat_seconds=settings.heartbeat_seconds)
-    servicer = JobServicer(JobStore(temporal, settings.task_queue), events)
+    if not settings.internal_tokens:
+        log.warning("no SWITCHBOARD_PLANNER_INTERNAL_TOKENS: every call naming a client fails")
+    servicer = JobServicer(
+        JobStore(temporal, settings.task_queue), events, internal_tokens=settings.internal_tokens
+    )
     return build_server(
         f"{settings.host}:{settings.port}",
         register=[lambda server: jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)],

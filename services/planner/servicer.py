@@ -1,11 +1,14 @@
 """JobService: the caller's jobs, run as Temporal workflows, watched through their event logs.
 
 The caller is the client id in `x-client-id` metadata (set by the edge after it checked the
-API key). Every lookup goes through that id, so another client's job is NOT_FOUND.
+API key), believed only beside a valid `x-switchboard-internal` token: the edge and other
+internal callers hold one, and Envoy strips both headers from public requests. Every lookup
+goes through that id, so another client's job is NOT_FOUND.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -14,11 +17,14 @@ import grpc
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
 from switchboard.common import telemetry
-from switchboard.common.errors import SwitchboardError
+from switchboard.common.errors import AlreadyExists, SwitchboardError
+from switchboard.common.settings import Secret
 from switchboard.common.validation import validate
 
-from . import ids, paging
+from . import catalog, graphs, ids, paging
+from .chat import ChatSessionNotFound, ChatSessions
 from .errors import (
+    ClientIdInvalid,
     ClientIdMissing,
     JobAlreadyExists,
     JobCancelled,
@@ -28,7 +34,7 @@ from .errors import (
     PipelineInputMismatch,
 )
 from .events import EventLog, now, parse_cursor
-from .store import JobStore
+from .store import JobStore, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +43,34 @@ Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 20
 
 
+class IdempotencyKeyReused(AlreadyExists):
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, events: EventLog) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        events: EventLog,
+        *,
+        internal_tokens: Sequence[Secret] = (),
+        sessions: ChatSessions | None = None,
+    ) -> None:
         self._store = store
         self._events = events
+        # Chat transcripts live in the event log's Valkey unless told otherwise.
+        self._sessions = sessions or ChatSessions(events.client)
+        # Without tokens no caller is trusted: every call naming a client is refused.
+        self._trusted = tuple(internal_tokens)
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: Context) -> Job:
-        client_id = caller(context)
+        client_id = caller(context, self._trusted)
         validate(request)
         check_pipeline(request.job)
-        job = _new_job(client_id, request.job_id or ids.new_job_id(), request.job)
+        job = _new_job(client_id, _job_id(request), request.job)
         job_id = ids.job_id_of(job.name)
         telemetry.job_id_var.set(job_id)
-        existing = await self._existing(client_id, job)
+        existing = await self._existing(client_id, job, request)
         if existing is not None:
             return existing
         # QUEUED is logged before the workflow exists, so it is always the log's first event.
@@ -57,9 +78,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if await self._store.start(job):
             log.info("job created", extra={"fields": {"pipeline": job.pipeline}})
             return job
-        existing = await self._existing(client_id, job)  # a concurrent create won the race
+        existing = await self._existing(client_id, job, request)  # a concurrent create won
         if existing is None:
-            raise JobAlreadyExists(f"job id {job_id!r} was used before")
+            raise _reused(request, job_id, "was used before")
         return existing
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> Job:
@@ -69,7 +90,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context
     ) -> jobs_pb2.ListJobsResponse:
-        client_id = caller(context)
+        client_id = caller(context, self._trusted)
         validate(request)
         token = paging.decode(client_id, request.page_token)
         jobs, following = await self._store.list(
@@ -119,68 +140,93 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def ListPipelines(
         self, request: jobs_pb2.ListPipelinesRequest, context: Context
     ) -> jobs_pb2.ListPipelinesResponse:
-        raise SwitchboardError(
-            "ListPipelines is not implemented yet",
-            reason="NOT_IMPLEMENTED",
-            code=grpc.StatusCode.UNIMPLEMENTED,
-        )
+        validate(request)  # the catalog is the same for every caller
+        return catalog.listing()
 
     async def GetChatSession(
         self, request: jobs_pb2.GetChatSessionRequest, context: Context
     ) -> jobs_pb2.ChatSession:
-        raise SwitchboardError(
-            "GetChatSession is not implemented yet",
-            reason="NOT_IMPLEMENTED",
-            code=grpc.StatusCode.UNIMPLEMENTED,
-        )
+        client_id = caller(context, self._trusted)
+        validate(request)
+        session_id = request.name.removeprefix("sessions/")
+        turns = await self._sessions.transcript(client_id, session_id)
+        if not turns:  # unknown, or another client's: the same answer
+            raise ChatSessionNotFound(
+                f"chat session {session_id!r} not found", metadata={"session_id": session_id}
+            )
+        return jobs_pb2.ChatSession(name=request.name, turns=turns)
 
     def _target(self, request: Any, context: Context) -> tuple[str, str]:
         """(client_id, job_id) of a request naming one job; validates it on the way."""
-        client_id = caller(context)
+        client_id = caller(context, self._trusted)
         validate(request)
         job_id = ids.job_id_of(request.name)
         telemetry.job_id_var.set(job_id)
         return client_id, job_id
 
-    async def _existing(self, client_id: str, job: Job) -> Job | None:
-        """The job already under this id: returned for an identical request, else a conflict."""
+    async def _existing(
+        self, client_id: str, job: Job, request: jobs_pb2.CreateJobRequest
+    ) -> Job | None:
+        """The job already under this id: returned for an identical request (by fingerprint),
+        else a conflict."""
         job_id = ids.job_id_of(job.name)
         try:
-            found = await self._store.find(client_id, job_id)
+            recorded = await self._store.fingerprint(client_id, job_id)
         except JobNotFound:
             return None
-        if (found.pipeline, found.input, dict(found.labels), found.webhook_url) != (
-            job.pipeline,
-            job.input,
-            dict(job.labels),
-            job.webhook_url,
-        ):
-            raise JobAlreadyExists(
-                f"job {job_id!r} exists with a different request", metadata={"job_id": job_id}
-            )
+        if recorded != fingerprint(job):
+            raise _reused(request, job_id, "was used with a different request")
         return await self._store.get(client_id, job_id)
 
 
-def caller(context: Context) -> str:
-    """The client id the edge (or an internal caller) put in `x-client-id`."""
+def caller(context: Context, trusted: Sequence[Secret]) -> str:
+    """The client id the edge (or another internal caller) put in `x-client-id`, believed
+    only when `x-switchboard-internal` carries one of the `trusted` tokens."""
     # At run time the server gives a sequence of (key, value) pairs, not the stubs' Mapping.
     pairs = cast(Sequence[tuple[str, str | bytes]], context.invocation_metadata() or ())
-    for key, value in pairs:
-        if key == "x-client-id" and isinstance(value, str) and value:
-            client_id = ids.check_client_id(value)
-            telemetry.client_id_var.set(client_id)
-            return client_id
-    raise ClientIdMissing("x-client-id metadata is required")
+    metadata = {key: value for key, value in pairs if isinstance(value, str)}
+    claimed = metadata.get("x-client-id", "")
+    if not claimed:
+        raise ClientIdMissing("x-client-id metadata is required")
+    if not _internal(metadata.get("x-switchboard-internal", ""), trusted):
+        raise ClientIdInvalid("x-client-id is believed only with a valid x-switchboard-internal")
+    client_id = ids.check_client_id(claimed)
+    telemetry.client_id_var.set(client_id)
+    return client_id
+
+
+def _internal(token: str, trusted: Sequence[Secret]) -> bool:
+    # Every token compared in constant time, none skipped: the time says nothing of which.
+    matched = False
+    for secret in trusted:
+        matched |= bool(secret.value) and hmac.compare_digest(secret.value.encode(), token.encode())
+    return matched
 
 
 def check_pipeline(job: Job) -> None:
-    """A pipeline runs inputs of its own kind only (the input's oneof is named after it)."""
+    """A pipeline runs inputs of its own kind only (the input's oneof is named after it, `_`
+    for `-`); a stage graph or fan-out must also hold together (INVALID_STAGE_GRAPH)."""
     kind = job.input.WhichOneof("kind")
-    if kind != job.pipeline:
+    if kind is None or job.pipeline != catalog.pipeline_name(kind):
         raise PipelineInputMismatch(
             f"pipeline {job.pipeline!r} does not take a {kind!r} input",
             metadata={"pipeline": job.pipeline, "input": str(kind)},
         )
+    graphs.check_input(job.input)
+
+
+def _job_id(request: jobs_pb2.CreateJobRequest) -> str:
+    """The caller's job id, the one its idempotency key names, or a new one."""
+    if request.idempotency_key:
+        return ids.idempotent_job_id(request.idempotency_key)
+    return request.job_id or ids.new_job_id()
+
+
+def _reused(request: jobs_pb2.CreateJobRequest, job_id: str, why: str) -> SwitchboardError:
+    metadata = {"job_id": job_id}
+    if request.idempotency_key:
+        return IdempotencyKeyReused(f"the idempotency key {why}", metadata=metadata)
+    return JobAlreadyExists(f"job id {job_id!r} {why}", metadata=metadata)
 
 
 def _new_job(client_id: str, job_id: str, spec: Job) -> Job:

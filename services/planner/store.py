@@ -2,11 +2,15 @@
 
 Each workflow carries its Job in the `job` memo (set at start, updated by the workflow on
 every transition), so lookups and listings work even when no worker is up; a running job's
-live state comes from the workflow's `snapshot` query.
+live state comes from the workflow's `snapshot` query. The `request` memo (set at start,
+never changed) is the fingerprint of the request that created the job: a repeated create
+(same job id or idempotency key) is compared with it, not with the job memo's input, which
+may hold less than the request did.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 
@@ -23,13 +27,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import SwitchboardError
 
-from . import ids
+from . import ids, redact
 from .errors import InvalidPageToken, from_temporal
 from .workflows import MEMO_JOB, WORKFLOW, JobWorkflow
 
 log = logging.getLogger(__name__)
 
 Job = jobs_pb2.Job
+MEMO_REQUEST = "request"
 LIST_TIMEOUT = timedelta(seconds=10)
 TERMINAL = frozenset({Job.SUCCEEDED, Job.FAILED, Job.CANCELLED})
 
@@ -60,7 +65,7 @@ class JobStore:
                 id=ids.workflow_id(client_id, job_id),
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                memo={MEMO_JOB: job},
+                memo={MEMO_JOB: redact.stored_view(job), MEMO_REQUEST: fingerprint(job)},
             )
         except WorkflowAlreadyStartedError:
             return False
@@ -72,6 +77,19 @@ class JobStore:
         """The job as last recorded (memo); JobNotFound for unknown ids and other clients."""
         job, _ = await self.describe(client_id, job_id)
         return job
+
+    async def fingerprint(self, client_id: str, job_id: str) -> str:
+        """The fingerprint of the request that created the job (JobNotFound as `find`)."""
+        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        try:
+            description = await handle.describe()
+        except RPCError as e:
+            raise from_temporal(e, job_id) from e
+        try:
+            recorded: str = await description.memo_value(MEMO_REQUEST, type_hint=str)
+        except KeyError:  # started before fingerprints were kept: its memo has the request
+            return fingerprint(await _recorded(description))
+        return recorded
 
     async def describe(self, client_id: str, job_id: str) -> tuple[Job, bool]:
         """The job as last recorded, and whether its workflow has closed."""
@@ -129,6 +147,15 @@ class JobStore:
             raise from_temporal(e) from e
         jobs = [await _recorded(execution) for execution in pages.current_page or ()]
         return jobs, pages.next_page_token or b""
+
+
+def fingerprint(job: Job) -> str:
+    """sha256 of what makes two create requests the same: pipeline, input, labels and
+    webhook_url, serialized deterministically (map entries in key order)."""
+    request = Job(
+        pipeline=job.pipeline, input=job.input, labels=job.labels, webhook_url=job.webhook_url
+    )
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
 async def _recorded(execution: WorkflowExecution) -> Job:

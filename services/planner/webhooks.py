@@ -1,7 +1,11 @@
-"""Standard Webhooks (https://www.standardwebhooks.com) for jobs: signing, the message, and the
-guard that keeps a job's webhook_url from reaching the worker's own network (SSRF).
+"""Standard Webhooks (https://www.standardwebhooks.com) for jobs: signing, the message, the
+guard that keeps a job's webhook_url from reaching the worker's own network (SSRF), and the
+delivery to the addresses that guard checked.
 
-Pure except `check_destination`, which resolves the host.
+The host is resolved once per attempt, by `check_destination`; `post` connects to the checked
+addresses themselves (the URL's host replaced by the address, the Host header and, for https,
+the TLS server name and certificate check kept on the host name), so a DNS answer that
+changes after the check (rebinding) cannot point the request elsewhere.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import hashlib
 import hmac
 import ipaddress
 import socket
-from collections.abc import Sequence
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from google.protobuf import json_format
 
 from switchboard.api.jobs.v1 import jobs_pb2
@@ -27,6 +34,17 @@ EVENT_TYPE = "job.completed"
 _SCHEMES = ("http", "https")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# (host, port) → the addresses it resolves to, as getaddrinfo gives them.
+Resolve = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A checked webhook_url and the addresses to connect to, in the resolver's order. None
+    for a host allow-listed by name: it is trusted, and reached as the URL says."""
+
+    url: str
+    addresses: tuple[Address, ...] = ()
 
 
 class WebhookDestinationForbidden(FailedPrecondition):
@@ -72,11 +90,14 @@ def payload(job: jobs_pb2.Job) -> dict[str, Any]:
     }
 
 
-async def check_destination(url: str, *, allow: Sequence[str]) -> None:
-    """Raises WebhookDestinationForbidden unless every address the host resolves to is public.
+async def check_destination(
+    url: str, *, allow: Sequence[str], resolve: Resolve | None = None
+) -> Destination:
+    """Raises WebhookDestinationForbidden unless every address the host resolves to is public
+    or allow-listed; returns those addresses, the only ones `post` will connect to.
 
-    A host (or any of its addresses) in `allow` is exempt. Odd spellings of an address
-    (`2130706433`, `0177.0.0.1`, `0x7f.0.0.1`) are caught: getaddrinfo normalises them.
+    A host in `allow` is exempt. Odd spellings of an address (`2130706433`, `0177.0.0.1`,
+    `0x7f.0.0.1`) are caught: getaddrinfo normalises them.
     """
     parts = urlsplit(url)
     host = parts.hostname
@@ -85,23 +106,66 @@ async def check_destination(url: str, *, allow: Sequence[str]) -> None:
             "webhook_url must be an http or https URL", metadata={"scheme": parts.scheme}
         )
     if host in allow:
-        return
+        return Destination(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = await (resolve or _getaddrinfo)(host, port)
+        addresses = tuple(dict.fromkeys(ipaddress.ip_address(a.partition("%")[0]) for a in found))
     except (OSError, ValueError) as e:
         raise WebhookDestinationForbidden(
             "webhook_url's host does not resolve", metadata={"host": host}
         ) from e
-    addresses = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos}
-    if any(str(a) in allow for a in addresses):
-        return
-    forbidden = sorted(str(a) for a in addresses if not is_public(a))
+    forbidden = sorted(str(a) for a in addresses if str(a) not in allow and not is_public(a))
     if forbidden or not addresses:
         raise WebhookDestinationForbidden(
             "webhook_url resolves to an address the worker may not call",
             metadata={"host": host, "addresses": ",".join(forbidden)},
         )
+    return Destination(url, addresses)
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def post(
+    destination: Destination,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout_s: float,
+    verify: ssl.SSLContext | bool = True,
+) -> int:
+    """POSTs the body; returns the status. Tries the checked addresses in order, the next
+    only when one cannot be connected to; never resolves the host again. Redirects are not
+    followed (a 3xx could point past the check), nor proxies from the environment taken."""
+    url = httpx.URL(destination.url)
+    # A client per delivery: every job's receiver is a different peer, nothing to pool.
+    client = httpx.AsyncClient(
+        follow_redirects=False, timeout=timeout_s, trust_env=False, verify=verify
+    )
+    async with client:
+        if not destination.addresses:
+            return (await client.post(url, content=body, headers=headers)).status_code
+        pinned_headers = {**headers, "host": url.netloc.decode("ascii")}
+        # The TLS server name (and so the certificate check) stays the host's name.
+        extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+        refused: httpx.TransportError | None = None
+        for address in destination.addresses:
+            try:
+                response = await client.post(
+                    url.copy_with(host=str(address)),
+                    content=body,
+                    headers=pinned_headers,
+                    extensions=extensions,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                refused = e
+                continue
+            return response.status_code
+        assert refused is not None
+        raise refused
 
 
 def is_public(address: Address) -> bool:

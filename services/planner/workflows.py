@@ -3,14 +3,19 @@
 The workflow holds the job's state (query `snapshot`, and the `job` memo that listings read);
 activities do all I/O. Every run ends in exactly one terminal state and publishes exactly one
 terminal `state_changed` event, also when it is cancelled.
+
+Since the `events-before-state` patch a state change is stored in the event log before the
+workflow shows it (query and memo), and a SUCCEEDED job logs its `result` event just before
+its SUCCEEDED event; histories recorded before the patch replay the old order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,10 +25,13 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     import grpc
     from google.protobuf import timestamp_pb2
+    from google.rpc import status_pb2
 
     from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
     from switchboard.api.planner.v1 import tasks_pb2
     from switchboard.common.errors import SwitchboardError
+
+from . import chatflow, documentflow, redact, stages
 
 WORKFLOW = "JobWorkflow"
 QUERY_SNAPSHOT = "snapshot"
@@ -35,6 +43,10 @@ PUBLISH_EVENT = "publish_event"
 DELIVER_WEBHOOK = "deliver_webhook"
 
 State = jobs_pb2.Job.State
+StageStatus = pipelines_pb2.StageResult.Status
+T = TypeVar("T")
+# Stores each event before the state it announces shows, and logs the result event.
+EVENTS_BEFORE_STATE = "events-before-state"
 
 GENERATE_START_TO_CLOSE = timedelta(minutes=30)
 GENERATE_HEARTBEAT = timedelta(seconds=10)
@@ -70,15 +82,45 @@ WEBHOOK_RETRY = RetryPolicy(
 _REASON = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
+class JobFailure(Exception):
+    """Raised inside the workflow by a pipeline: the job ends FAILED with this status."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
 @workflow.defn(name=WORKFLOW)
 class JobWorkflow:
+    """One job. Pipelines run as `await <module>.run_<kind>(workflow, input)` and set
+    `workflow.job.result.<kind>`; they use these helpers:
+
+    - `stream_generation(task, budget)`: one generation whose tokens go to the log, tagged
+      with `task.stage`; a cancel of the job stops it at the backend before the job ends.
+    - `embed(request, budget=None)`: one `embed` activity.
+    - `publish(event)`: appends an event to the job's log (job name and time filled in).
+    - `progress(stage, status, message="", fraction=0.0)`: a Progress event of one stage
+      (or of the whole job, `stage` empty and status unset).
+    - `halt(task)`: stops one of the pipeline's own tasks (a stage) without cancelling the job.
+    - `fail(status)`: ends the job FAILED with that `google.rpc.Status`;
+      `failure_status(err)` is the status of a failed activity.
+    A cancel of the job arrives as `asyncio.CancelledError`; a pipeline that runs several
+    activities at once stops them all (awaiting each) and lets it propagate.
+    """
+
     def __init__(self) -> None:
         self._job = jobs_pb2.Job()
         self._cancel_requested = False
+        self._halted: set[asyncio.Task[Any]] = set()
+
+    @property
+    def job(self) -> jobs_pb2.Job:
+        return self._job
 
     @workflow.run
     async def run(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
-        self._job.CopyFrom(job)
+        # The job as shown (memo, query, result) leaves out a document; `job` keeps it.
+        self._job.CopyFrom(redact.stored_view(job))
         try:
             await self._transition(State.RUNNING)
             await self._run_pipeline(job.input)
@@ -89,6 +131,9 @@ class JobWorkflow:
             final = State.CANCELLED if self._cancelled(err) else State.FAILED
             if final == State.FAILED:
                 self._job.error.CopyFrom(failure_status(err))
+        except JobFailure as failure:
+            final = State.FAILED
+            self._job.error.CopyFrom(failure.status)
         await self._finish(final)
         if self._job.webhook_url:
             await self._notify()
@@ -96,24 +141,29 @@ class JobWorkflow:
 
     async def _run_pipeline(self, job_input: pipelines_pb2.JobInput) -> None:
         kind = job_input.WhichOneof("kind")
-        if kind not in ("generate", "embed"):
+        if kind == "embed":
+            self._job.result.embed.CopyFrom(await self.embed(job_input.embed))
+        elif kind == "generate":
+            self._job.result.generate.CopyFrom(await self._generate(job_input.generate))
+        elif kind == "fan_out":
+            await stages.run_fan_out(self, job_input.fan_out)
+        elif kind == "graph":
+            await stages.run_graph(self, job_input.graph)
+        elif kind == "chat":
+            await chatflow.run_chat(self, job_input.chat)
+        elif kind == "ingest_document":
+            await documentflow.run_ingest_document(self, job_input.ingest_document)
+        elif kind == "search":
+            await documentflow.run_search(self, job_input.search)
+        elif kind == "answer":
+            await documentflow.run_answer(self, job_input.answer)
+        else:
             raise ApplicationError(
                 f"the {kind!r} pipeline is not implemented yet",
                 grpc.StatusCode.UNIMPLEMENTED.name,
                 type="NOT_IMPLEMENTED",
                 non_retryable=True,
             )
-        if job_input.HasField("embed"):
-            output = await workflow.execute_activity(
-                EMBED,
-                job_input.embed,
-                result_type=pipelines_pb2.EmbedOutput,
-                start_to_close_timeout=EMBED_START_TO_CLOSE,
-                retry_policy=EMBED_RETRY,
-            )
-            self._job.result.embed.CopyFrom(output)
-        else:
-            self._job.result.generate.CopyFrom(await self._generate(job_input.generate))
 
     @workflow.query(name=QUERY_SNAPSHOT)
     def snapshot(self) -> jobs_pb2.Job:
@@ -150,18 +200,76 @@ class JobWorkflow:
         )
         return cast(pipelines_pb2.GenerateOutput, await self._cancellable(handle))
 
+    async def embed(
+        self, request: pipelines_pb2.EmbedInput, *, budget: timedelta | None = None
+    ) -> pipelines_pb2.EmbedOutput:
+        """One `embed` activity; `budget` bounds it, retries included."""
+        output = await workflow.execute_activity(
+            EMBED,
+            request,
+            result_type=pipelines_pb2.EmbedOutput,
+            start_to_close_timeout=EMBED_START_TO_CLOSE,
+            schedule_to_close_timeout=budget,
+            retry_policy=EMBED_RETRY,
+        )
+        return cast(pipelines_pb2.EmbedOutput, output)
+
+    async def publish(self, event: events_pb2.JobEvent) -> None:
+        """Appends an event to the job's log, its job name and time filled in when unset. A
+        cancel arriving meanwhile waits for the append and is raised after it."""
+        if not event.job:
+            event.job = self._job.name
+        if not event.HasField("create_time"):
+            event.create_time.CopyFrom(_stamp())
+        if await _through_cancel(self._append(event)):
+            raise asyncio.CancelledError
+
+    async def progress(
+        self,
+        stage: str,
+        status: StageStatus.ValueType,
+        message: str = "",
+        fraction: float = 0.0,
+    ) -> None:
+        """A Progress event of one stage, or of the whole job (`stage` empty, status unset)."""
+        progress = events_pb2.Progress(
+            stage=stage, status=status, message=message, fraction=fraction
+        )
+        await self.publish(events_pb2.JobEvent(progress=progress))
+
+    def fail(self, status: status_pb2.Status) -> NoReturn:
+        """Ends the job FAILED with this status. (Raised here, so that the exception is the
+        class `run` catches also for a pipeline module the sandbox imported differently.)"""
+        raise JobFailure(status)
+
+    @staticmethod
+    def failure_status(err: ActivityError) -> status_pb2.Status:
+        """The status of a failed activity, with its reason as ErrorInfo."""
+        return failure_status(err)
+
+    def halt(self, task: asyncio.Task[Any]) -> None:
+        """Cancels one of the workflow's own tasks (a stage's work) without cancelling the job:
+        a generation in it stops at the backend, and the job does not turn CANCELLING."""
+        self._halted.add(task)
+        task.cancel()
+
+    async def cancelling(self) -> None:
+        """Says CANCELLING, once however many parts of the job see the cancel."""
+        if not self._cancel_requested:
+            self._cancel_requested = True
+            await self._transition(State.CANCELLING)
+
     async def _cancellable(self, handle: workflow.ActivityHandle[Any]) -> Any:
         """Awaits an activity that must stop before the job ends: a cancel of the job says
         CANCELLING (once, however many activities run) and then waits for the activity to
-        confirm it stopped."""
+        confirm it stopped. A halted task stops its activity the same way, quietly."""
         try:
             # Shielded so that a cancel of the job reaches the except below, which says
             # CANCELLING before it asks the activity to stop.
             return await asyncio.shield(handle)
         except asyncio.CancelledError:
-            if not self._cancel_requested:
-                self._cancel_requested = True
-                await self._transition(State.CANCELLING)
+            if asyncio.current_task() not in self._halted:
+                await self.cancelling()
             handle.cancel()
             return await handle
 
@@ -170,12 +278,12 @@ class JobWorkflow:
 
     async def _finish(self, state: State.ValueType) -> None:
         # The terminal event is written whatever else is cancelled meanwhile.
-        publish = asyncio.ensure_future(self._transition(state))
-        while not publish.done():
-            try:
-                await asyncio.shield(publish)
-            except asyncio.CancelledError:
-                continue
+        await _through_cancel(self._end(state))
+
+    async def _end(self, state: State.ValueType) -> None:
+        if state == State.SUCCEEDED and workflow.patched(EVENTS_BEFORE_STATE):
+            await self.publish(events_pb2.JobEvent(result=self._job.result))
+        await self._transition(state)
 
     async def _notify(self) -> None:
         """Delivers the `job.completed` webhook. The job has ended already: whatever becomes of
@@ -197,15 +305,28 @@ class JobWorkflow:
             workflow.logger.warning("webhook not delivered (%s)", why)
 
     async def _transition(self, state: State.ValueType) -> None:
-        stamp = timestamp_pb2.Timestamp()
-        stamp.FromDatetime(workflow.now())
-        self._job.state = state
-        self._job.update_time.CopyFrom(stamp)
-        workflow.upsert_memo({MEMO_JOB: self._job})
+        stamp = _stamp()
         changed = events_pb2.StateChanged(state=State.Name(state))
         if state == State.FAILED:
             changed.error.CopyFrom(self._job.error)
         event = events_pb2.JobEvent(job=self._job.name, create_time=stamp, state_changed=changed)
+        if not workflow.patched(EVENTS_BEFORE_STATE):
+            self._show(state, stamp)
+            await self._append(event)
+            return
+        # Stored first: whoever sees the state (GetJob) finds its event in the log.
+        interrupted = await _through_cancel(self._append(event))
+        self._show(state, stamp)
+        if interrupted:
+            raise asyncio.CancelledError
+
+    def _show(self, state: State.ValueType, stamp: timestamp_pb2.Timestamp) -> None:
+        """The new state as the `snapshot` query and the `job` memo show it."""
+        self._job.state = state
+        self._job.update_time.CopyFrom(stamp)
+        workflow.upsert_memo({MEMO_JOB: self._job})
+
+    async def _append(self, event: events_pb2.JobEvent) -> None:
         await workflow.execute_activity(
             PUBLISH_EVENT,
             event,
@@ -214,7 +335,26 @@ class JobWorkflow:
         )
 
 
-def failure_status(err: ActivityError) -> Any:
+def _stamp() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(workflow.now())
+    return stamp
+
+
+async def _through_cancel(awaitable: Awaitable[T]) -> bool:
+    """Awaits to its end whatever cancels arrive meanwhile; True when one did."""
+    future = asyncio.ensure_future(awaitable)
+    interrupted = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            interrupted = True
+    future.result()
+    return interrupted
+
+
+def failure_status(err: ActivityError) -> status_pb2.Status:
     """The `google.rpc.Status` a FAILED job keeps, with the activity's reason as ErrorInfo."""
     cause = err.cause
     if isinstance(cause, ApplicationError) and _REASON.match(cause.type or ""):

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from switchboard.launcher import stack
 from switchboard.launcher.ports import Ports, free_block
 
 from ..stack import start_stack
 
 API_KEY = "sb-dev-key"
+# test-streamer paced like the real chat model (about 49 tokens/s here), so a stream lasts
+# long enough to be followed, dropped and resumed (test_browser_sse).
+STREAMER_TOKENS_PER_SECOND = 50
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,11 @@ class Mesh:
     def grpc(self) -> str:
         return f"127.0.0.1:{self.ports.grpc}"
 
+    @property
+    def internal_token(self) -> str:
+        """What a trusted internal caller sends as x-switchboard-internal to the planner."""
+        return stack.read_internal_token(self.state_dir)
+
     def log(self, name: str) -> str:
         return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
 
@@ -42,7 +51,11 @@ class Mesh:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     state_dir = tmp_path_factory.mktemp("mesh")
     ports = free_block()
-    proc = start_stack(state_dir, ports)
+    with pytest.MonkeyPatch.context() as env:
+        # The launcher hands its environment to every process it starts.
+        rate = str(STREAMER_TOKENS_PER_SECOND)
+        env.setenv("SWITCHBOARD_INFERENCE_TEST_STREAMER_TOKENS_PER_SECOND", rate)
+        proc = start_stack(state_dir, ports)
     try:
         yield Mesh(ports, state_dir)
     finally:

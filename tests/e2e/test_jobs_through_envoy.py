@@ -119,12 +119,36 @@ def test_trace_context_reaches_the_worker(mesh: Mesh) -> None:
     with httpx.Client(base_url=mesh.public, timeout=60) as client:
         job_id = _create(client, "follow the trace", max_tokens=2, traceparent=traceparent)
         _events(client, job_id)
+    # A request without a job id may reach either edge replica.
+    logs = {"edge": mesh.log("edge") + mesh.log("edge-2")}
     for service in ("edge", "planner", "worker", "inference"):
-        lines = [json.loads(line) for line in mesh.log(service).splitlines() if trace_id in line]
+        text = logs.get(service) or mesh.log(service)
+        lines = [json.loads(line) for line in text.splitlines() if trace_id in line]
         assert lines, f"{service} logged nothing with trace {trace_id}"
     for service in ("worker", "inference"):
         traced = [json.loads(x) for x in mesh.log(service).splitlines() if trace_id in x]
         assert any(line.get("job_id") == job_id for line in traced), service
+
+
+def test_a_client_cannot_claim_another_client_id(mesh: Mesh) -> None:
+    forged = {"x-client-id": "victim", "x-switchboard-internal": mesh.internal_token}
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        job_id = _create(client, "whose job is this", max_tokens=1, **forged)
+        job = client.get(f"/v1/jobs/{job_id}", headers={**AUTH, **forged}).json()
+        refused = client.get("/v1/jobs", headers=forged)
+    assert job["client"] == "dev"
+    assert refused.status_code == 401
+
+
+def test_every_answer_carries_the_rate_limit(mesh: Mesh) -> None:
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        first = client.get("/v1/jobs", headers=AUTH)
+        second = client.get("/v1/jobs", headers=AUTH)
+    for answer in (first, second):
+        assert answer.status_code == 200
+        limit = int(answer.headers["ratelimit-limit"])
+        assert 0 <= int(answer.headers["ratelimit-remaining"]) < limit
+        assert int(answer.headers["ratelimit-reset"]) >= 1
 
 
 def test_embed_job_through_the_mesh(mesh: Mesh) -> None:

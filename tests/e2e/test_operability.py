@@ -39,8 +39,13 @@ def test_grpcurl_lists_and_describes_through_envoy(mesh: Mesh) -> None:
 def test_grpcurl_unary_calls_through_envoy(mesh: Mesh) -> None:
     health = json.loads(_grpcurl(mesh, "grpc.health.v1.Health/Check"))
     assert health["status"] == "SERVING"
+    internal = ("-H", f"x-switchboard-internal: {mesh.internal_token}")
     listed = json.loads(
-        _grpcurl(mesh, "switchboard.jobs.v1.JobService/ListJobs", flags=("-H", "x-client-id: sre"))
+        _grpcurl(
+            mesh,
+            "switchboard.jobs.v1.JobService/ListJobs",
+            flags=("-H", "x-client-id: sre", *internal),
+        )
     )
     assert isinstance(listed, dict)
     models = json.loads(_grpcurl(mesh, "switchboard.inference.v1.InferenceService/ListModels"))
@@ -74,3 +79,14 @@ def test_metrics_are_not_served_through_the_front_door(mesh: Mesh) -> None:
     reply = httpx.get(f"{mesh.public}/metrics", timeout=10)
     assert reply.status_code == 404
     assert reply.json()["error"]["details"][0]["reason"] == "ROUTE_NOT_FOUND"
+
+
+def test_planner_refuses_a_client_id_without_the_internal_token(mesh: Mesh) -> None:
+    binary = str(Path(sys.executable).parent / "grpcurl")
+    done = subprocess.run(
+        [binary, "-plaintext", "-H", "x-client-id: dev", mesh.grpc,
+         "switchboard.jobs.v1.JobService/ListJobs"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "Unauthenticated" in done.stderr and "x-switchboard-internal" in done.stderr

@@ -30,6 +30,9 @@ from switchboard.common.settings import Secret
 from switchboard.edge.config import Settings
 from switchboard.edge.planner import SERVICE
 from switchboard.edge.server import EdgeServer, build_server
+from switchboard.launcher.ports import free_block
+
+from ..stack import start_stack
 
 API_KEY = "sb-test-key"
 CLIENT = "tester"
@@ -120,6 +123,21 @@ class StandInPlanner(jobs_pb2_grpc.JobServiceServicer):
         if request.name not in self.results:
             raise FailedPrecondition("the job is still running", reason="JOB_NOT_FINISHED")
         return self.results[request.name]
+
+    async def ListPipelines(
+        self, request: jobs_pb2.ListPipelinesRequest, context: Context
+    ) -> jobs_pb2.ListPipelinesResponse:
+        self.record("ListPipelines", request, context)
+        return jobs_pb2.ListPipelinesResponse(
+            pipelines=[jobs_pb2.Pipeline(name="generate", stages=["generate"])]
+        )
+
+    async def GetChatSession(
+        self, request: jobs_pb2.GetChatSessionRequest, context: Context
+    ) -> jobs_pb2.ChatSession:
+        self.record("GetChatSession", request, context)
+        turn = jobs_pb2.ChatTurn(role="user", content="hello", job="jobs/chat-1")
+        return jobs_pb2.ChatSession(name=request.name, turns=[turn])
 
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: Context
@@ -220,3 +238,15 @@ def no_planner_address() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     yield f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real valkey-server as `switchboard up --only valkey` runs it, for API keys and
+    rate limits; started only for the tests that ask for it."""
+    ports = free_block()
+    proc = start_stack(tmp_path_factory.mktemp("valkey"), ports, only=("valkey",))
+    try:
+        yield f"valkey://127.0.0.1:{ports.valkey}/0"
+    finally:
+        proc.stop()

@@ -10,6 +10,13 @@ from switchboard.edge.server import build_server
 from .conftest import running, settings_for
 from .test_routes import EXPECTED
 
+OPENAI_ROUTES = {
+    ("POST", "/v1/chat/completions", "CreateChatCompletion"),
+    ("POST", "/v1/embeddings", "CreateEmbeddings"),
+    ("GET", "/v1/models", "ListOpenAIModels"),
+    ("GET", "/v1/models/{model_id}", "GetOpenAIModel"),
+}
+
 
 @pytest.mark.asyncio
 async def test_healthz_and_readyz_with_a_serving_planner(client: httpx.AsyncClient) -> None:
@@ -46,7 +53,20 @@ async def test_openapi_lists_the_derived_routes(client: httpx.AsyncClient) -> No
         for path, ops in doc["paths"].items()
         for method, op in ops.items()
     }
-    assert listed == EXPECTED
+    # Besides the derived routes, only the hand-written OpenAI-compatible ones.
+    assert listed == EXPECTED | OPENAI_ROUTES
+
+
+@pytest.mark.asyncio
+async def test_docs_page_renders_every_operation_offline(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    for _, path, operation_id in EXPECTED | OPENAI_ROUTES:
+        assert path in page.text and operation_id in page.text
+    assert "/v1/chat/ws" in page.text
+    # Nothing is loaded from anywhere: no scripts, stylesheets or images.
+    assert not any(tag in page.text for tag in ("<script", "<link", "<img", "src="))
 
 
 @pytest.mark.asyncio

@@ -181,3 +181,22 @@ async def test_result_is_409_with_retry_after_until_finished(
     done = await client.get("/v1/jobs/job-1/result")
     assert done.status_code == 200
     assert done.json() == {"generate": {"text": "Hello world"}}
+
+
+@pytest.mark.asyncio
+async def test_new_annotated_rpcs_are_routes_with_no_edge_code(
+    client: httpx.AsyncClient, planner: StandInPlanner
+) -> None:
+    """ListPipelines and GetChatSession were added to the proto only; the edge serves them."""
+    pipelines = await client.get("/v1/pipelines")
+    assert pipelines.status_code == 200
+    assert pipelines.json()["pipelines"][0]["name"] == "generate"
+    session = await client.get("/v1/sessions/s-1")
+    assert session.status_code == 200
+    assert session.json() == {
+        "name": "sessions/s-1",
+        "turns": [{"role": "user", "content": "hello", "job": "jobs/chat-1"}],
+    }
+    assert [c.rpc for c in planner.calls] == ["ListPipelines", "GetChatSession"]
+    bad = await client.get("/v1/sessions/bad%20id")
+    assert (bad.status_code, error_reason(bad)) == (400, "VALIDATION_FAILED")

@@ -20,7 +20,12 @@ def test_document_lists_every_route_with_rpc_ids_and_proto_summaries() -> None:
     assert create["summary"].startswith("Creates a job and starts it.")
     assert "202" in create["responses"]
     assert create["requestBody"]["description"] == "switchboard.jobs.v1.Job"
-    assert [p["name"] for p in create["parameters"]] == ["jobId", "idempotencyKey"]
+    assert [p["name"] for p in create["parameters"]] == [
+        "jobId",
+        "idempotencyKey",
+        "Idempotency-Key",
+        "Prefer",
+    ]
     listing = operations[("GET", "/v1/jobs")]
     assert {p["name"]: p["schema"]["type"] for p in listing["parameters"]} == {
         "pageSize": "integer",
@@ -31,6 +36,27 @@ def test_document_lists_every_route_with_rpc_ids_and_proto_summaries() -> None:
     assert {(p["name"], p["in"]) for p in events["parameters"]} == {
         ("job_id", "path"),
         ("afterCursor", "query"),
+        ("Last-Event-ID", "header"),
+        ("lastEventId", "query"),
+        ("after", "query"),
     }
     cancel = operations[("POST", "/v1/jobs/{job_id}/cancel")]
     assert [p["name"] for p in cancel["parameters"]] == ["job_id"]
+
+
+def test_document_states_the_http_semantics_the_edge_adds() -> None:
+    doc = document(job_routes())
+    create = doc["paths"]["/v1/jobs"]["post"]
+    assert {"200", "202", "413", "422"} <= set(create["responses"])
+    assert create["responses"]["200"]["content"] == create["responses"]["202"]["content"]
+    assert {"Location", "Retry-After", "Link", "Preference-Applied"} <= set(
+        create["responses"]["202"]["headers"]
+    )
+    get = doc["paths"]["/v1/jobs/{job_id}"]["get"]
+    assert "304" in get["responses"] and "content" not in get["responses"]["304"]
+    assert {"ETag", "Cache-Control", "Retry-After"} <= set(get["responses"]["200"]["headers"])
+    events = doc["paths"]["/v1/jobs/{job_id}/events"]["get"]
+    assert "204" in events["responses"]
+    assert events["security"] == [{"apiKey": []}, {"streamToken": []}]
+    assert doc["components"]["securitySchemes"]["streamToken"]["in"] == "query"
+    assert "409" in doc["paths"]["/v1/jobs/{job_id}/result"]["get"]["responses"]

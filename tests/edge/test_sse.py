@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 
@@ -11,10 +12,10 @@ import pytest
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import Unavailable
-from switchboard.edge.server import EdgeServer
+from switchboard.edge.server import EdgeServer, build_server
 from switchboard.edge.sse import event_frame
 
-from .conftest import WAIT_SECONDS, StandInPlanner, job
+from .conftest import API_KEY, WAIT_SECONDS, StandInPlanner, job, running, settings_for
 
 
 def state_event(cursor: str, state: str) -> events_pb2.JobEvent:
@@ -230,3 +231,52 @@ def test_frame_format() -> None:
     assert event_frame(HEARTBEAT_EVENT) == b": heartbeat\n\n"
     # A cursor cannot smuggle a second field into the frame.
     assert b"\nevent: x" not in event_frame(state_event("1\nevent: x", "RUNNING"))
+
+
+@pytest.mark.asyncio
+async def test_last_event_id_query_parameter_resumes_like_the_header(
+    client: httpx.AsyncClient, watched: StandInPlanner
+) -> None:
+    # For clients that cannot set headers; the header wins when both come.
+    async with client.stream("GET", "/v1/jobs/job-1/events?lastEventId=3-0&after=1-0") as resp:
+        text = await Reader(resp).to_end()
+    assert [fields(f)["id"] for f in frames(text)[1:]] == ["4-0", "5-0"]
+    headers = {"Last-Event-ID": "4-0"}
+    async with client.stream("GET", "/v1/jobs/job-1/events?lastEventId=1-0", headers=headers) as r:
+        text = await Reader(r).to_end()
+    assert [fields(f)["id"] for f in frames(text)[1:]] == ["5-0"]
+
+
+@pytest.mark.asyncio
+async def test_resuming_after_the_end_is_204_so_eventsource_stops(
+    client: httpx.AsyncClient, watched: StandInPlanner
+) -> None:
+    response = await client.get("/v1/jobs/job-1/events", headers={"Last-Event-ID": "5-0"})
+    assert (response.status_code, response.content) == (204, b"")
+
+
+@pytest.mark.asyncio
+async def test_stream_ends_after_sse_max_seconds_without_cancelling_the_job(
+    watched: StandInPlanner,
+) -> None:
+    watched.jobs["jobs/job-1"].labels["cancel-on-disconnect"] = "true"
+    watched.events = watched.events[:4]  # still running
+    watched.hold = True
+    settings = dataclasses.replace(settings_for(watched.address), sse_max_seconds=0.5)
+    async with (
+        running(build_server(settings)) as edge,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{edge.port}",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=WAIT_SECONDS,
+        ) as http,
+        http.stream("GET", "/v1/jobs/job-1/events") as response,
+    ):
+        started = asyncio.get_running_loop().time()
+        text = await Reader(response).to_end()
+        lasted = asyncio.get_running_loop().time() - started
+    assert 0.3 < lasted < 5.0
+    assert [fields(f).get("id") for f in frames(text)[1:5]] == ["1-0", "2-0", "3-0", "4-0"]
+    await asyncio.wait_for(watched.watch_cancelled.wait(), WAIT_SECONDS)
+    await asyncio.sleep(0.3)  # room for a CancelJob that must not come
+    assert "CancelJob" not in watched.rpcs()

@@ -38,6 +38,8 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # Envoy itself is ready in well under a second; the margin is for a loaded CI machine.
 START_TIMEOUT = 20.0
 JOB_PATHS = ("/v1/jobs/{}", "/v1/jobs/{}/events", "/v1/jobs/{}/result?x=1")
+# What a stand-in edge reports having received: a client's own must never arrive.
+IDENTITY_HEADERS = ("traceparent", "x-client-id", "x-switchboard-internal")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -66,7 +68,8 @@ def _edge_app(name: str) -> Starlette:
     """A stand-in edge replica: says who it is and what traceparent reached it."""
 
     def identity(request: Request) -> dict[str, str]:
-        return {"x-upstream": name, "x-seen-traceparent": request.headers.get("traceparent", "")}
+        seen = {f"x-seen-{h}": request.headers.get(h, "") for h in IDENTITY_HEADERS}
+        return {"x-upstream": name, **seen}
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -439,6 +442,20 @@ async def test_sse_streams_through_with_traceparent_untouched(stack: Stack) -> N
     assert isinstance(entry["duration_ms"], int)
     port = {name: port for port, name in stack.edges.items()}[replica]
     assert entry["upstream_host"] == f"127.0.0.1:{port}"
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_public_listener_strips_client_sent_identity_headers(stack: Stack) -> None:
+    forged = {"x-client-id": "victim", "x-switchboard-internal": "guessed"}
+    async with httpx.AsyncClient(base_url=stack.public_url, timeout=10) as client:
+        for path in ("/v1/jobs", "/v1/jobs/abc123", "/v1/jobs/abc123/events"):
+            response = await client.get(path, headers={**forged, "traceparent": TRACEPARENT})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-seen-x-client-id"] == "", path
+            assert response.headers["x-seen-x-switchboard-internal"] == "", path
+            # Only those two: other headers still reach the edge.
+            assert response.headers["x-seen-traceparent"] == TRACEPARENT, path
 
 
 @pytest.mark.asyncio

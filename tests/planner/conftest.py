@@ -24,7 +24,7 @@ from .support import Planner, running_planner, running_worker, serving
 
 @dataclass(frozen=True)
 class Infra:
-    """Temporal and Valkey as `switchboard up --only valkey,temporal` runs them."""
+    """Temporal, Valkey and Chroma as `switchboard up --only valkey,temporal,chroma` runs them."""
 
     ports: Ports
 
@@ -36,13 +36,31 @@ class Infra:
     def valkey(self) -> str:
         return f"127.0.0.1:{self.ports.valkey}"
 
+    @property
+    def chroma_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.chroma}"
+
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     ports = free_block()
-    proc = start_stack(tmp_path_factory.mktemp("infra"), ports, only=("valkey", "temporal"))
+    only = ("valkey", "temporal", "chroma")
+    proc = start_stack(tmp_path_factory.mktemp("infra"), ports, only=only)
     try:
         yield Infra(ports)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def real_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real inference service and Triton with every model, as `switchboard up --only
+    inference` runs them (for the document pipelines: embeddings, OCR); its address. Only
+    the tests that need it start it."""
+    ports = free_block()
+    proc = start_stack(tmp_path_factory.mktemp("inference"), ports, only=("inference",))
+    try:
+        yield f"127.0.0.1:{ports.inference}"
     finally:
         proc.stop()
 

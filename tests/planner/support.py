@@ -15,8 +15,10 @@ from valkey.asyncio import Valkey
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
 from switchboard.common.errors import from_rpc_error
+from switchboard.common.settings import Secret
 from switchboard.planner import events, ids, server
 from switchboard.planner.activities import Activities
+from switchboard.planner.chat import ChatActivities, ChatSessions
 from switchboard.planner.config import Settings
 from switchboard.planner.events import EventLog
 from switchboard.planner.worker import build_worker
@@ -26,6 +28,8 @@ from .fake_inference import FakeInference
 
 WAIT_S = 20.0
 POLL_S = 0.1
+# The planner believes x-client-id only beside this (SWITCHBOARD_PLANNER_INTERNAL_TOKENS).
+INTERNAL_TOKEN = "planner-tests-internal-token"
 
 
 @dataclass
@@ -39,7 +43,10 @@ class Planner:
     client_id: str = field(default_factory=lambda: f"client-{uuid.uuid4().hex[:8]}")
 
     def md(self, client_id: str | None = None) -> tuple[tuple[str, str], ...]:
-        return (("x-client-id", client_id or self.client_id),)
+        return (
+            ("x-client-id", client_id or self.client_id),
+            ("x-switchboard-internal", INTERNAL_TOKEN),
+        )
 
     async def create(
         self,
@@ -133,7 +140,10 @@ async def running_worker(
     inference_stub = inference_pb2_grpc.InferenceServiceStub(channel)
     activities = Activities(inference_stub, EventLog(valkey_client))
     try:
-        async with build_worker(temporal_client, task_queue, activities, grace_seconds=1.0):
+        chat = ChatActivities(ChatSessions(valkey_client))
+        async with build_worker(
+            temporal_client, task_queue, activities, grace_seconds=1.0, chat=chat
+        ):
             yield
     finally:
         await channel.close(grace=None)
@@ -156,6 +166,7 @@ async def running_planner(
         log_level="INFO",
         heartbeat_seconds=5.0,  # longer than any wait in the tests: idle watches block
         grace_seconds=0.0,
+        internal_tokens=(Secret(INTERNAL_TOKEN),),
     )
     grpc_server, _ = server.build(settings, temporal_client, valkey_client)
     await grpc_server.start()

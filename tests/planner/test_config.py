@@ -16,11 +16,15 @@ def test_planner_defaults_and_overrides() -> None:
             "SWITCHBOARD_PLANNER_TEMPORAL_ADDRESS": "127.0.0.1:9",
             "SWITCHBOARD_PLANNER_VALKEY_URL": "valkey://h:1/2",
             "SWITCHBOARD_PLANNER_HEARTBEAT_SECONDS": "2.5",
+            "SWITCHBOARD_PLANNER_INTERNAL_TOKENS": " new-token , old-token,",
             "SWITCHBOARD_WORKER_PORT": "1",  # another process's prefix: ignored
         }
     )
     assert (settings.port, settings.temporal_address) == (7001, "127.0.0.1:9")
     assert (settings.valkey_url, settings.heartbeat_seconds) == ("valkey://h:1/2", 2.5)
+    assert [t.value for t in settings.internal_tokens] == ["new-token", "old-token"]
+    assert "new-token" not in repr(settings)
+    assert Settings.from_env({}).internal_tokens == ()
 
 
 def test_worker_reads_its_own_prefix() -> None:

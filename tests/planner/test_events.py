@@ -1,20 +1,22 @@
-"""EventLog against a real valkey-server: append, replay from a cursor, gaps, heartbeats."""
+"""EventLog against a real valkey-server: append, replay from a cursor, gaps, heartbeats, and
+the one shared reader (hub) that live watchers follow."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.planner import events
-from switchboard.planner.errors import InvalidCursor
+from switchboard.planner.errors import EventLogUnavailable, InvalidCursor
 from switchboard.planner.events import EventLog
 
 from .conftest import Infra
+from .support import Planner
 
 WAIT_S = 10.0
 
@@ -169,3 +171,211 @@ async def test_an_idle_watch_outlives_the_clients_socket_timeout(infra: Infra) -
         assert queued.HasField("state_changed") and heartbeat.HasField("heartbeat")
     finally:
         await client.aclose()
+
+
+# --- one shared reader per process (hub.StreamHub) -----------------------------------------
+
+
+async def _blocked_readers(client: Valkey) -> int:
+    """Connections blocked in XREAD right now."""
+    listed = await client.client_list()
+    return sum(1 for c in listed if c.get("cmd") == "xread" and "b" in str(c.get("flags", "")))
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(int(WAIT_S / 0.02)):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not met within {WAIT_S} s")
+
+
+@pytest.mark.asyncio
+async def test_many_watchers_of_one_job_share_one_blocked_reader(valkey_client: Valkey) -> None:
+    log, wid = EventLog(valkey_client), _wid()
+    first = await log.append_state(wid, _state(wid, "QUEUED"))
+    watchers = [asyncio.create_task(_all(log.watch(wid, ""))) for _ in range(20)]
+
+    async def all_following() -> bool:
+        return log.hub.followed == 1 and await _blocked_readers(valkey_client) == 1
+
+    await _until(all_following)
+    cursors = [first, *(await _lifecycle(log, wid, token_count=30))[1:]]
+
+    for seen in await asyncio.gather(*watchers):
+        assert [e.cursor for e in seen] == cursors  # each event once, in order
+    assert log.hub.readers_started == 1
+    assert log.hub.reads < 40  # reads batch what arrived meanwhile; never one per watcher
+    await _until(lambda: _none_blocked(valkey_client))  # the last watcher stopped the reader
+
+
+async def _none_blocked(client: Valkey) -> bool:
+    return await _blocked_readers(client) == 0
+
+
+@pytest.mark.asyncio
+async def test_watchers_joining_mid_stream_get_exactly_what_follows_their_cursor(
+    valkey_client: Valkey,
+) -> None:
+    """Watchers join while the log grows: the replay hands over to the live feed with no
+    gap and no duplicate, whatever the timing."""
+    log, wid = EventLog(valkey_client), _wid()
+    cursors = [await log.append_state(wid, _state(wid, "QUEUED"))]
+    early = asyncio.create_task(_all(log.watch(wid, "")))
+    joined: list[tuple[int, asyncio.Task[list[events_pb2.JobEvent]]]] = []
+    for index in range(200):
+        cursors.append(await log.append(wid, _token(wid, index)))
+        if index % 20 == 7:  # from the current end, and from an older cursor
+            for at in (len(cursors) - 1, len(cursors) // 2):
+                joined.append((at, asyncio.create_task(_all(log.watch(wid, cursors[at])))))
+        if index % 10 == 0:
+            await asyncio.sleep(0)  # let watchers run between appends
+    cursors.append(await log.append_state(wid, _state(wid, "SUCCEEDED")))
+
+    assert [e.cursor for e in await early] == cursors
+    for at, task in joined:
+        assert [e.cursor for e in await task] == cursors[at + 1 :]
+    assert log.hub.readers_started == 1
+
+
+@pytest.mark.asyncio
+async def test_a_slow_watcher_rereads_the_log_without_stalling_the_others(
+    valkey_client: Valkey,
+) -> None:
+    log, wid = EventLog(valkey_client, queue_limit=4), _wid()
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    slow = log.watch(wid, "")
+    async with asyncio.timeout(WAIT_S):
+        seen = [await anext(slow)]  # subscribed, then reads nothing for a while
+    fast = asyncio.create_task(_all(log.watch(wid, "")))
+    await _until(lambda: _blocked(valkey_client))
+    cursors = [seen[0].cursor, *(await _lifecycle(log, wid, token_count=40))[1:]]
+
+    assert [e.cursor for e in await fast] == cursors  # done while the slow one still waits
+    assert log.hub.overflows >= 1
+    seen += await _all(slow)
+    assert [e.cursor for e in seen] == cursors
+
+
+async def _blocked(client: Valkey) -> bool:
+    return await _blocked_readers(client) > 0
+
+
+@pytest.mark.asyncio
+async def test_a_reader_stops_with_its_last_watcher_and_a_new_one_starts(
+    valkey_client: Valkey,
+) -> None:
+    log, wid = EventLog(valkey_client, heartbeat_seconds=30), _wid()
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    watch = log.watch(wid, "")
+    async with asyncio.timeout(WAIT_S):
+        await anext(watch)
+    await _until(lambda: _blocked(valkey_client))
+    await watch.aclose()
+    assert await _blocked_readers(valkey_client) == 0  # released before aclose returned
+
+    other = _wid()
+    cursors = await _lifecycle(log, other)
+    assert [e.cursor for e in await _all(log.watch(other, ""))] == cursors
+    assert log.hub.readers_started == 2
+
+
+@pytest.mark.asyncio
+async def test_a_lost_reader_connection_fails_every_watcher_as_unavailable(
+    valkey_client: Valkey,
+) -> None:
+    log, wid = EventLog(valkey_client, heartbeat_seconds=30), _wid()
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    watchers = [log.watch(wid, "") for _ in range(3)]
+    async with asyncio.timeout(WAIT_S):
+        for watch in watchers:
+            await anext(watch)
+    await _until(lambda: _blocked(valkey_client))
+    reader_id = log.hub.reader_id
+    assert reader_id is not None
+    await valkey_client.client_kill_filter(_id=str(reader_id))
+
+    for watch in watchers:
+        with pytest.raises(EventLogUnavailable):
+            async with asyncio.timeout(WAIT_S):
+                await anext(watch)
+    # The next watcher gets a fresh reader.
+    await log.append_state(wid, _state(wid, "CANCELLED"))
+    assert states_of(await _all(log.watch(wid, ""))) == ["QUEUED", "CANCELLED"]
+    assert log.hub.readers_started == 2
+
+
+def states_of(seen: list[events_pb2.JobEvent]) -> list[str]:
+    return [e.state_changed.state for e in seen if e.HasField("state_changed")]
+
+
+@pytest.mark.asyncio
+async def test_watch_job_calls_on_one_job_share_the_planners_one_reader(planner: Planner) -> None:
+    job = await planner.create(model="slow")  # a token every 50 ms until cancelled
+    watches = [asyncio.create_task(planner.watch(job.name)) for _ in range(6)]
+
+    samples = []
+    for _ in range(30):  # while tokens stream to six watchers
+        samples.append(await _blocked_readers(planner.valkey))
+        await asyncio.sleep(0.05)
+    await planner.cancel(job.name)
+    seen = await asyncio.gather(*watches)
+
+    assert max(samples) == 1  # one XREAD for all of them, never one per watcher
+    cursors = [[e.cursor for e in events if e.cursor] for events in seen]
+    assert all(c == cursors[0] for c in cursors) and len(cursors[0]) > 10
+    assert states_of(seen[0])[-1] == "CANCELLED"
+
+
+@pytest.mark.asyncio
+async def test_a_watcher_that_falls_behind_the_trimmed_log_gets_a_gap_not_a_silent_jump(
+    valkey_client: Valkey,
+) -> None:
+    log, wid = EventLog(valkey_client, maxlen=20, queue_limit=4), _wid()
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    slow = log.watch(wid, "")
+    async with asyncio.timeout(WAIT_S):
+        seen = [await anext(slow)]
+    cursors = [seen[0].cursor, *(await _lifecycle(log, wid, token_count=400))[1:]]
+
+    seen += await _all(slow)
+
+    assert log.hub.overflows >= 1
+    gap = next(e for e in seen if e.HasField("gap"))
+    after_gap = [e.cursor for e in seen[seen.index(gap) + 1 :]]
+    assert after_gap == cursors[cursors.index(gap.gap.first_available_cursor) :]
+    assert len(after_gap) < len(cursors) - 1  # the trimmed ones are gone, and said so
+
+
+def _segments(seen: list[events_pb2.JobEvent]) -> list[list[str]]:
+    """The cursors seen, split at each gap event."""
+    segments: list[list[str]] = [[]]
+    for event in seen:
+        if event.HasField("gap"):
+            segments.append([])
+        elif event.cursor:
+            segments[-1].append(event.cursor)
+    return segments
+
+
+@pytest.mark.asyncio
+async def test_a_replay_trimmed_between_its_batches_says_gap(valkey_client: Valkey) -> None:
+    """A long replay read by a slow client: the log is trimmed between two of its XRANGE
+    batches. Every run of events between gaps is a contiguous stretch of the log."""
+    wid = _wid()
+    keeping, trimming = EventLog(valkey_client, maxlen=100_000), EventLog(valkey_client, maxlen=20)
+    cursors = [await keeping.append_state(wid, _state(wid, "RUNNING"))]
+    cursors += [await keeping.append(wid, _token(wid, i)) for i in range(events.REPLAY_BATCH + 100)]
+    watch = keeping.watch(wid, "")
+    async with asyncio.timeout(WAIT_S):
+        seen = [await anext(watch) for _ in range(10)]  # inside the first batch
+    cursors += [await trimming.append(wid, _token(wid, i)) for i in range(1000)]
+    cursors.append(await keeping.append_state(wid, _state(wid, "SUCCEEDED")))
+
+    seen += await _all(watch)
+
+    segments = _segments(seen)
+    assert len(segments) == 2 and segments[0][:10] == cursors[:10]  # one gap, after batch 1
+    assert segments[0] == cursors[: events.REPLAY_BATCH]
+    first = cursors.index(segments[1][0])
+    assert segments[1] == cursors[first:] and first > events.REPLAY_BATCH

@@ -64,7 +64,7 @@ async def test_planner_and_worker_processes_serve_a_job_and_stop_on_sigterm(
     planner = _start(
         "switchboard.planner",
         "PLANNER",
-        {**common, "PORT": port, "METRICS_PORT": planner_metrics},
+        {**common, "PORT": port, "METRICS_PORT": planner_metrics, "INTERNAL_TOKENS": "t-0, t-1"},
         tmp_path / "planner.log",
     )
     worker = _start(
@@ -78,7 +78,7 @@ async def test_planner_and_worker_processes_serve_a_job_and_stop_on_sigterm(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await _check_serving(channel)
             stub = jobs_pb2_grpc.JobServiceStub(channel)
-            metadata = (("x-client-id", "process-test"),)
+            metadata = (("x-client-id", "process-test"), ("x-switchboard-internal", "t-1"))
             job = await stub.CreateJob(create_request("echo", "x y"), metadata=metadata)
             assert states(await watch(stub, job.name, metadata))[-1] == "SUCCEEDED"
         async with httpx.AsyncClient(timeout=5) as http:

@@ -14,7 +14,7 @@ from switchboard.planner import events, ids
 from switchboard.planner.errors import PipelineInputMismatch
 from switchboard.planner.servicer import check_pipeline
 
-from .support import Planner, create_request, eventually, reason, states
+from .support import INTERNAL_TOKEN, Planner, create_request, eventually, reason, states
 
 Job = jobs_pb2.Job
 
@@ -31,9 +31,23 @@ async def test_missing_or_bad_client_id_is_unauthenticated(planner: Planner) -> 
     missing = await _fails(planner.stub.CreateJob(request))
     assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
     assert reason(missing) == "CLIENT_ID_MISSING"
-    bad = await _fails(planner.stub.CreateJob(request, metadata=(("x-client-id", "a/b"),)))
+    bad_id = (("x-client-id", "a/b"), ("x-switchboard-internal", INTERNAL_TOKEN))
+    bad = await _fails(planner.stub.CreateJob(request, metadata=bad_id))
     assert bad.code() == grpc.StatusCode.UNAUTHENTICATED
     assert reason(bad) == "CLIENT_ID_INVALID"
+
+
+@pytest.mark.asyncio
+async def test_client_id_is_believed_only_with_the_internal_token(planner: Planner) -> None:
+    job = await planner.create()
+    request = jobs_pb2.GetJobRequest(name=job.name)
+    claimed = ("x-client-id", planner.client_id)
+    for untrusted in ((claimed,), (claimed, ("x-switchboard-internal", "guessed"))):
+        refused = await _fails(planner.stub.GetJob(request, metadata=untrusted))
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert reason(refused) == "CLIENT_ID_INVALID"
+    trusted = (claimed, ("x-switchboard-internal", INTERNAL_TOKEN))
+    assert (await planner.stub.GetJob(request, metadata=trusted)).name == job.name
 
 
 @pytest.mark.asyncio
@@ -79,6 +93,19 @@ def test_pipeline_must_match_the_input_kind() -> None:
     job.input.generate.model = "echo"
     check_pipeline(job)
     job.pipeline = "embed"
+    with pytest.raises(PipelineInputMismatch):
+        check_pipeline(job)
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "kind"),
+    [("ingest-document", "ingest_document"), ("fan-out", "fan_out")],
+)
+def test_a_pipeline_name_maps_to_its_input_with_underscores(pipeline: str, kind: str) -> None:
+    job = Job(pipeline=pipeline)
+    getattr(job.input, kind).SetInParent()
+    check_pipeline(job)
+    job.pipeline = kind  # the field's own spelling is not a pipeline name
     with pytest.raises(PipelineInputMismatch):
         check_pipeline(job)
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import os
+import shutil
+import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 import standardwebhooks
 from temporalio.client import Client
@@ -278,3 +284,134 @@ async def test_forbidden_destination_is_not_retried(
 def test_errors_are_switchboard_errors() -> None:
     assert issubclass(webhooks.WebhookSecretMissing, SwitchboardError)
     assert webhooks.WebhookSecretMissing("x").reason == "WEBHOOK_SECRET_MISSING"
+
+
+# --- DNS pinning: the request goes to the addresses the guard checked -----------------------
+
+
+@dataclass
+class Resolver:
+    """A DNS stand-in (no DNS server can be run here) whose answer changes after the first
+    lookup, as a rebinding attacker's does."""
+
+    answers: list[list[str]]
+    calls: int = 0
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.calls += 1
+        return self.answers[min(self.calls, len(self.answers)) - 1]
+
+
+def _signed(body: bytes = b"{}") -> dict[str, str]:
+    return webhooks.headers(new_secret(), "msg_1", int(time.time()), body)
+
+
+@pytest.mark.asyncio
+async def test_a_rebinding_answer_after_the_check_is_never_used() -> None:
+    """Checked: a public address. Answered afterwards: loopback, where a receiver waits (the
+    system resolver says so for `localhost`, so a second lookup by httpx would reach it). The
+    delivery goes to the public address (unreachable here, so it fails) and never to it."""
+    async with receiving([200]) as receiver:
+        resolver = Resolver([["93.184.216.34"], ["127.0.0.1"]])
+        url = f"http://localhost:{receiver.port}/hook"
+        destination = await webhooks.check_destination(url, allow=(), resolve=resolver)
+        assert destination.addresses == (ipaddress.ip_address("93.184.216.34"),)
+
+        with pytest.raises(httpx.TransportError):
+            await webhooks.post(destination, b"{}", _signed(), timeout_s=0.5)
+
+    assert receiver.requests == []
+    assert resolver.calls == 1
+
+
+@pytest.mark.asyncio
+async def test_delivery_connects_to_the_checked_address_with_the_hosts_name() -> None:
+    """`hooks.test` resolves nowhere but in the stand-in: only the pinned address can work."""
+    async with receiving([204]) as receiver:
+        resolver = Resolver([["127.0.0.1"]])
+        url = f"http://hooks.test:{receiver.port}/hook?x=1"
+        destination = await webhooks.check_destination(url, allow=("127.0.0.1",), resolve=resolver)
+        status = await webhooks.post(destination, b'{"a":1}', _signed(b'{"a":1}'), timeout_s=5)
+
+    assert status == 204
+    path, headers, body = receiver.requests[0]
+    assert (path, headers["host"], body) == ("/hook?x=1", f"hooks.test:{receiver.port}", b'{"a":1}')
+    assert "webhook-signature" in headers
+
+
+@pytest.mark.asyncio
+async def test_the_next_checked_address_is_tried_when_one_refuses() -> None:
+    async with receiving([200]) as receiver:  # listens on 127.0.0.1 only
+        resolver = Resolver([["127.0.0.2", "127.0.0.1"]])
+        url = f"http://hooks.test:{receiver.port}/hook"
+        allow = ("127.0.0.1", "127.0.0.2")
+        destination = await webhooks.check_destination(url, allow=allow, resolve=resolver)
+        assert await webhooks.post(destination, b"{}", _signed(), timeout_s=5) == 200
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_one_forbidden_address_among_public_ones_forbids_the_host() -> None:
+    resolver = Resolver([["93.184.216.34", "10.0.0.7"]])
+    with pytest.raises(webhooks.WebhookDestinationForbidden) as caught:
+        await webhooks.check_destination("https://hooks.example/", allow=(), resolve=resolver)
+    assert caught.value.metadata["addresses"] == "10.0.0.7"
+
+
+def _certificate(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` only (no IP address in it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp / f"{name}.key", tmp / f"{name}.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+@asynccontextmanager
+async def receiving_tls(key: Path, cert: Path) -> AsyncIterator[Receiver]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    receiver = Receiver([200])
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0, ssl=context)
+    receiver.port = server.sockets[0].getsockname()[1]
+    try:
+        yield receiver
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_https_keeps_the_server_name_and_certificate_check_on_the_host(
+    tmp_path: Path,
+) -> None:
+    key, cert = _certificate(tmp_path, "hooks.test")
+    trusted = ssl.create_default_context(cafile=str(cert))
+    resolver = Resolver([["127.0.0.1"]])
+    async with receiving_tls(key, cert) as receiver:
+        url = f"https://hooks.test:{receiver.port}/hook"
+        destination = await webhooks.check_destination(url, allow=("127.0.0.1",), resolve=resolver)
+        status = await webhooks.post(destination, b"{}", _signed(), timeout_s=5, verify=trusted)
+        assert status == 200
+        # A certificate for another name fails, though the address is the same.
+        other = f"https://other.test:{receiver.port}/hook"
+        elsewhere = await webhooks.check_destination(other, allow=("127.0.0.1",), resolve=resolver)
+        with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED"):
+            await webhooks.post(elsewhere, b"{}", _signed(), timeout_s=5, verify=trusted)
+    assert [headers["host"] for _, headers, _ in receiver.requests] == [
+        f"hooks.test:{receiver.port}"
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_host_allow_listed_by_name_is_reached_as_the_url_says() -> None:
+    resolver = Resolver([["10.0.0.1"]])
+    destination = await webhooks.check_destination(
+        "http://localhost:1/hook", allow=("localhost",), resolve=resolver
+    )
+    assert destination.addresses == () and resolver.calls == 0
