@@ -8,6 +8,7 @@ goes through that id, so another client's job is NOT_FOUND.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -34,13 +35,17 @@ from .errors import (
     PipelineInputMismatch,
 )
 from .events import EventLog, now, parse_cursor
-from .store import JobStore, fingerprint
+from .store import TERMINAL, JobStore, fingerprint
 
 log = logging.getLogger(__name__)
 
 Job = jobs_pb2.Job
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 20
+# How long GetJob waits for a job's state to catch up with its logged terminal event (a few
+# ms normally: the workflow records the append, then updates its state).
+SETTLE_SECONDS = 2.0
+SETTLE_POLL_SECONDS = 0.02
 
 
 class IdempotencyKeyReused(AlreadyExists):
@@ -85,7 +90,23 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> Job:
         client_id, job_id = self._target(request, context)
-        return await self._store.get(client_id, job_id)
+        job = await self._store.get(client_id, job_id)
+        if job.state in TERMINAL:
+            return job
+        # The workflow logs its terminal event before its state shows it, so a client that
+        # saw the end in the event stream (an SSE follower, the edge's `Prefer: wait`) must
+        # not read an older state here: once the log holds the end, wait for the state too.
+        if await self._events.terminal_cursor(ids.workflow_id(client_id, job_id)) is None:
+            return job
+        return await self._settled(client_id, job_id, job)
+
+    async def _settled(self, client_id: str, job_id: str, job: Job) -> Job:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_SECONDS
+        while job.state not in TERMINAL and loop.time() < deadline:
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+            job = await self._store.get(client_id, job_id)
+        return job
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context

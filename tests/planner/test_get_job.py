@@ -1,0 +1,74 @@
+"""GetJob never shows an older state than the event log's end.
+
+The store and the event log are stand-ins here (the race they stage — the terminal event
+logged a few ms before the workflow's state — cannot be produced on demand with a real
+workflow); the servicer's logic under test is real.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import grpc
+import pytest
+
+from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.common.settings import Secret
+from switchboard.planner.chat import ChatSessions
+from switchboard.planner.events import EventLog
+from switchboard.planner.servicer import JobServicer
+from switchboard.planner.store import JobStore
+
+Job = jobs_pb2.Job
+TOKEN = "internal-test-token"
+
+
+class LaggingStore:
+    """Answers RUNNING for the first `lag` reads, then SUCCEEDED."""
+
+    def __init__(self, lag: int) -> None:
+        self.lag = lag
+        self.reads = 0
+
+    async def get(self, client_id: str, job_id: str) -> Job:
+        self.reads += 1
+        state = Job.RUNNING if self.reads <= self.lag else Job.SUCCEEDED
+        return Job(name=f"jobs/{job_id}", state=state, client=client_id)
+
+
+class Log:
+    def __init__(self, terminal: str | None) -> None:
+        self.terminal = terminal
+
+    async def terminal_cursor(self, wid: str) -> str | None:
+        return self.terminal
+
+
+class Context:
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return [("x-client-id", "acme"), ("x-switchboard-internal", TOKEN)]
+
+
+async def get(store: LaggingStore, log: Log) -> Job:
+    servicer = JobServicer(
+        cast(JobStore, store),
+        cast(EventLog, log),
+        internal_tokens=[Secret(TOKEN)],
+        sessions=cast(ChatSessions, object()),  # not used by GetJob
+    )
+    context = cast(grpc.aio.ServicerContext[Any, Any], Context())
+    return await servicer.GetJob(jobs_pb2.GetJobRequest(name="jobs/job-1"), context)
+
+
+@pytest.mark.asyncio
+async def test_a_logged_end_waits_for_the_state_to_catch_up() -> None:
+    store = LaggingStore(lag=3)
+    job = await get(store, Log(terminal="1-0"))
+    assert (job.state, store.reads) == (Job.SUCCEEDED, 4)
+
+
+@pytest.mark.asyncio
+async def test_a_running_job_without_a_logged_end_is_answered_at_once() -> None:
+    store = LaggingStore(lag=100)
+    job = await get(store, Log(terminal=None))
+    assert (job.state, store.reads) == (Job.RUNNING, 1)
