@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import chromadb
 import httpx
 from chromadb.api import AsyncClientAPI
+from chromadb.api.async_fastapi import AsyncFastAPI
 from chromadb.api.models.AsyncCollection import AsyncCollection
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, InvalidArgumentError, NotFoundError
@@ -119,10 +120,7 @@ class VectorStore:
 
     async def close(self) -> None:
         if self._client is not None:
-            # chromadb's async client has no public close; its server API owns the httpx
-            # clients (one per event loop) and closes them on exit.
-            server = cast(Any, self._client)._server
-            await server.__aexit__(None, None, None)
+            await release_loop_client()
             self._client = None
 
     async def _connect(self) -> AsyncClientAPI:
@@ -210,3 +208,16 @@ def _hits(found: Any) -> list[pipelines_pb2.SearchHit]:
             )
         )
     return hits
+
+
+async def release_loop_client() -> None:
+    """Closes chromadb's HTTP client for the running event loop.
+
+    chromadb's async client has no public close. Every async client of the process shares one
+    httpx client per event loop, kept in a class-level dict, and its own clean-up closes the
+    clients of every loop, dead ones included ("Event loop is closed"). Closing only this
+    loop's, from this loop, is the one safe way; call it before the loop ends.
+    """
+    own = AsyncFastAPI._clients.pop(hash(asyncio.get_running_loop()), None)
+    if own is not None:
+        await own.aclose()

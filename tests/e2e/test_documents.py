@@ -16,7 +16,7 @@ import pytest
 from chromadb.config import Settings as ChromaSettings
 from httpx_sse import connect_sse
 
-from switchboard.planner.vectors import collection_name
+from switchboard.planner.vectors import collection_name, release_loop_client
 
 from ..document_files import PARAGRAPH_CHUNK_TOKENS, PARAGRAPHS, VIOLINS, pdf, png, three_topics
 from ..document_files import words as words_of
@@ -72,11 +72,14 @@ async def _stored_ids(mesh: Mesh, collection: str) -> list[str]:
         port=mesh.ports.chroma,
         settings=ChromaSettings(anonymized_telemetry=False),
     )
-    target = await client.get_collection(
-        collection_name(CLIENT_ID, collection), embedding_function=None
-    )
-    ids = sorted((await target.get(include=[]))["ids"])
-    await client.delete_collection(target.name)  # nothing of the test stays in the mesh's Chroma
+    try:
+        target = await client.get_collection(
+            collection_name(CLIENT_ID, collection), embedding_function=None
+        )
+        ids = sorted((await target.get(include=[]))["ids"])
+        await client.delete_collection(target.name)  # nothing of the test stays in Chroma
+    finally:
+        await release_loop_client()
     return ids
 
 

@@ -15,6 +15,7 @@ from valkey.asyncio import Valkey
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import Unavailable
 from switchboard.planner.chat import ChatActivities, ChatSessions
+from switchboard.planner.config import WorkerSettings
 
 from ..stack import free_ports
 
@@ -148,3 +149,15 @@ async def test_append_turn_retried_by_temporal_appends_once_for_the_jobs_client(
     assert [t.content for t in loaded.turns] == ["q", "a"]
     elsewhere = await _in_job("beta", "j-9").run(activities.load_session, session)
     assert list(elsewhere.turns) == []
+
+
+def test_the_worker_reads_its_chat_window_settings() -> None:
+    default = WorkerSettings.from_env({})
+    assert (default.chat_window_messages, default.chat_window_ttl_seconds) == (10, 1800)
+    tuned = WorkerSettings.from_env(
+        {
+            "SWITCHBOARD_WORKER_CHAT_WINDOW_MESSAGES": "4",
+            "SWITCHBOARD_WORKER_CHAT_WINDOW_TTL_SECONDS": "60",
+        }
+    )
+    assert (tuned.chat_window_messages, tuned.chat_window_ttl_seconds) == (4, 60)

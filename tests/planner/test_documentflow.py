@@ -24,7 +24,7 @@ from switchboard.planner.activities import Activities
 from switchboard.planner.documentflow import answer_prompt, citations
 from switchboard.planner.documents import Documents
 from switchboard.planner.events import EventLog
-from switchboard.planner.vectors import VectorStore, collection_name
+from switchboard.planner.vectors import VectorStore, collection_name, release_loop_client
 from switchboard.planner.worker import build_worker
 
 from ..document_files import (
@@ -128,10 +128,13 @@ async def _chroma_documents(infra: Infra, client_id: str, collection: str) -> di
         port=infra.ports.chroma,
         settings=ChromaSettings(anonymized_telemetry=False),
     )
-    target = await client.get_collection(
-        collection_name(client_id, collection), embedding_function=None
-    )
-    stored = await target.get(include=["documents", "embeddings"])
+    try:
+        target = await client.get_collection(
+            collection_name(client_id, collection), embedding_function=None
+        )
+        stored = await target.get(include=["documents", "embeddings"])
+    finally:
+        await release_loop_client()
     vectors = stored["embeddings"]
     assert vectors is not None
     assert [len(vector) for vector in vectors] == [384] * len(stored["ids"])

@@ -13,7 +13,7 @@ from chromadb.config import Settings as ChromaSettings
 
 from switchboard.common.errors import SwitchboardError
 from switchboard.planner.config import WorkerSettings
-from switchboard.planner.vectors import VectorStore, collection_name
+from switchboard.planner.vectors import VectorStore, collection_name, release_loop_client
 
 from ..stack import free_ports
 from .conftest import Infra
@@ -60,11 +60,14 @@ async def _chroma_ids(infra: Infra, client_id: str, collection: str) -> list[str
         port=infra.ports.chroma,
         settings=ChromaSettings(anonymized_telemetry=False),
     )
-    target = await client.get_collection(
-        collection_name(client_id, collection), embedding_function=None
-    )
-    assert target.configuration_json["hnsw"]["space"] == "cosine"
-    return sorted((await target.get(include=[]))["ids"])
+    try:
+        target = await client.get_collection(
+            collection_name(client_id, collection), embedding_function=None
+        )
+        assert target.configuration_json["hnsw"]["space"] == "cosine"
+        return sorted((await target.get(include=[]))["ids"])
+    finally:
+        await release_loop_client()
 
 
 @pytest.mark.asyncio
