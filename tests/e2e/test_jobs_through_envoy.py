@@ -3,6 +3,7 @@ inference (bidi) → Triton (decoupled) → Valkey → WatchJob → SSE."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from valkey.asyncio import Valkey
+
+from switchboard.edge.keys import KeyStore
 
 from .conftest import API_KEY, Mesh
 
@@ -100,6 +104,41 @@ def test_another_clients_job_is_not_found(mesh: Mesh) -> None:
         error = missing.json()["error"]
         assert error["status"] == "NOT_FOUND"
         assert error["details"][0]["reason"] == "JOB_NOT_FOUND"
+
+
+def _second_client_key(mesh: Mesh) -> str:
+    """A key for another client, made the way `switchboard keys create` makes one."""
+
+    async def create() -> str:
+        valkey = Valkey(host="127.0.0.1", port=mesh.ports.valkey)
+        try:
+            key, _ = await KeyStore(valkey).create(f"other-{secrets.token_hex(4)}")
+        finally:
+            await valkey.aclose()
+        return key
+
+    return asyncio.run(create())
+
+
+def test_every_job_route_hides_another_clients_job(mesh: Mesh) -> None:
+    other = {"Authorization": f"Bearer {_second_client_key(mesh)}"}
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        job_id = _create(client, "mine alone", max_tokens=2)
+        _events(client, job_id)  # it has ended: every route has something to show its owner
+        routes = [
+            ("GET", f"/v1/jobs/{job_id}"),
+            ("GET", f"/v1/jobs/{job_id}/events"),
+            ("GET", f"/v1/jobs/{job_id}/result"),
+            ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ]
+        for method, path in routes:
+            mine = client.request(method, path, headers=AUTH)
+            assert mine.status_code in (200, 202), (path, mine.text)
+            theirs = client.request(method, path, headers=other)
+            assert theirs.status_code == 404, (path, theirs.text)
+            assert theirs.json()["error"]["details"][0]["reason"] == "JOB_NOT_FOUND", path
+        listed = client.get("/v1/jobs", headers=other).json()
+        assert all(job["name"] != f"jobs/{job_id}" for job in listed.get("jobs", []))
 
 
 def test_bad_request_is_rejected_with_a_stable_reason(mesh: Mesh) -> None:

@@ -168,7 +168,8 @@ def test_errors_map_onto_openai_exceptions(client: openai.OpenAI) -> None:
 
 
 def test_a_websocket_multiplexes_real_generations(mesh: Mesh) -> None:
-    url = f"ws://127.0.0.1:{mesh.ports.edge}/v1/chat/ws"
+    # Through Envoy's front door, which passes the upgrade on to an edge.
+    url = f"ws://127.0.0.1:{mesh.ports.public}/v1/chat/ws"
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with connect(url, additional_headers=headers, open_timeout=WAIT_S) as ws:
         for request_id, model in (("chat", "default-chat"), ("echo", "test-streamer")):
