@@ -29,7 +29,14 @@ from switchboard.common.errors import SwitchboardError, from_rpc_error
 from . import ids, webhooks
 from .config import WebhookSettings
 from .events import EventLog, now
-from .workflows import DELIVER_WEBHOOK, EMBED, GENERATE, GENERATE_STAGE, PUBLISH_EVENT
+from .workflows import (
+    DELIVER_WEBHOOK,
+    EMBED,
+    GENERATE,
+    GENERATE_RETRY,
+    GENERATE_STAGE,
+    PUBLISH_EVENT,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +118,35 @@ class Activities:
                 task.stage,
             )
         except grpc.aio.AioRpcError as e:
-            raise application_error(from_rpc_error(e)) from e
+            error = application_error(from_rpc_error(e))
+            await self._log_failure(wid, task.stage, attempt, error)
+            raise error from e
+        except ApplicationError as e:  # the model's own error, or the stream ended early
+            await self._log_failure(wid, task.stage, attempt, e)
+            raise
         except SwitchboardError as e:  # the event log's errors (EVENT_LOG_UNAVAILABLE)
             raise application_error(e) from e
         finally:
             beat.cancel()
+
+    async def _log_failure(
+        self, wid: str, stage: str, attempt: int, error: ApplicationError
+    ) -> None:
+        """Tells the job's followers why an attempt failed (Temporal keeps it only in its
+        history); best effort: the failure itself is what the activity reports."""
+        final = error.non_retryable or attempt >= GENERATE_RETRY.maximum_attempts
+        line = events_pb2.Log(
+            level=events_pb2.Log.ERROR if final else events_pb2.Log.WARNING,
+            message=f"generation attempt {attempt} failed ({error.type}): {error.message}",
+            stage=stage,
+        )
+        job = ids.job_name(ids.split_workflow_id(wid)[1])
+        try:
+            await self._events.append(
+                wid, events_pb2.JobEvent(job=job, create_time=now(), log=line)
+            )
+        except SwitchboardError:
+            log.warning("could not log the failed attempt", extra={"fields": {"stage": stage}})
 
     @activity.defn(name=EMBED)
     async def embed(self, request: pipelines_pb2.EmbedInput) -> pipelines_pb2.EmbedOutput:

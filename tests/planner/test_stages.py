@@ -108,6 +108,11 @@ async def test_fan_out_with_a_failing_branch_succeeds_with_a_partial_result(
     job_progress = [e.progress for e in seen if e.HasField("progress") and not e.progress.stage]
     assert [p.message for p in job_progress] == [f"{k} of 3 stages done" for k in (1, 2, 3)]
     assert job_progress[-1].fraction == 1.0
+    # Why the branch failed reaches its followers, once per attempt, the last one an error.
+    logs = [e.log for e in seen if e.HasField("log")]
+    assert logs and {line.stage for line in logs} == {"b"}
+    assert all("FAKE_MODEL_FAILED" in line.message for line in logs)
+    assert logs[-1].level == events_pb2.Log.ERROR
 
 
 @pytest.mark.asyncio
