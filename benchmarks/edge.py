@@ -34,8 +34,8 @@ from benchmarks.edge_streams import (
     Row,
     measure_idle_streams,
     measure_throughput,
-    pct,
 )
+from benchmarks.figures import pct
 from benchmarks.report import markdown_table, run_line, write_section
 from switchboard.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from switchboard.edge.keys import KeyStore

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2
@@ -28,10 +27,6 @@ CLIENT = "bench"
 HANG_JOBS = 20
 OPEN_CONCURRENCY = 64
 Row = dict[str, Any]
-
-
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.array(values), q)), 2)
 
 
 @dataclass

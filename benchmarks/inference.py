@@ -33,24 +33,13 @@ from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.launcher import background
 from switchboard.launcher.ports import free_block
 
+from .figures import Figures, pct
+
 EMBED_MODEL = "all-minilm-l6-v2"
 if TYPE_CHECKING:  # the async stub type exists only in the generated stubs
     Stub = inference_pb2_grpc.InferenceServiceAsyncStub
 TEXT = "Switchboard routes every request to the right model, fast."
 CHAT_MODELS = {"test-streamer": "raw", "smollm2-135m-instruct": "chat"}
-
-
-@dataclass
-class Figures:
-    rows: list[dict[str, Any]]
-
-    def add(self, **row: Any) -> None:
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
 
 
 async def load(

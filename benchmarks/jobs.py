@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import json
 import multiprocessing
 import tempfile
 import time
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import numpy as np
 from google.protobuf import timestamp_pb2
 from valkey.asyncio import Valkey
 
@@ -41,6 +39,8 @@ from switchboard.launcher import background, stack
 from switchboard.launcher.ports import free_block
 from switchboard.planner import ids
 from switchboard.planner.events import EventLog
+
+from .figures import Figures, pct
 
 if TYPE_CHECKING:  # the async stub types exist only in the generated stubs
     JobStub = jobs_pb2_grpc.JobServiceAsyncStub
@@ -56,19 +56,6 @@ PRODUCER_CONNECTIONS = 32  # XADDs in flight at once
 # (offered events/s, watchers): one watcher at 1k and 10k/s, and a fan-out to 10 watchers.
 EVENT_RUNS = ((1000, 1), (10000, 1), (200, 10))
 Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class Figures:
-    rows: list[dict[str, Any]]
-
-    def add(self, **row: Any) -> None:
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.array(values), q)), 2) if values else float("nan")
 
 
 @dataclass
