@@ -144,8 +144,8 @@ def report(rows: list[Row]) -> str:
         [
             "## Edge",
             run_line("python -m benchmarks.edge --write docs/benchmarks.md")
-            + f" One-minute load average {env['load']}: other work on the machine inflates "
-            "the latencies and lowers the rates.",
+            + f" One-minute load average {env['load']}: above about 2, other work on the "
+            "machine inflated the latencies and lowered the rates.",
             "### Unary call: `GET /v1/jobs/{id}` against the planner's `GetJob` directly",
             "A finished job (its lookup is one Temporal describe on every path); sequential "
             "calls; the edge's share includes its API-key check (cached) and one rate-limit "
