@@ -18,12 +18,13 @@ import grpc
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
 from switchboard.common import telemetry
-from switchboard.common.errors import AlreadyExists, SwitchboardError
+from switchboard.common.errors import AlreadyExists, InvalidArgument, SwitchboardError
 from switchboard.common.settings import Secret
 from switchboard.common.validation import validate
 
 from . import catalog, graphs, ids, paging
 from .chat import ChatSessionNotFound, ChatSessions
+from .documentflow import chunk_sizes
 from .errors import (
     ClientIdInvalid,
     ClientIdMissing,
@@ -234,6 +235,13 @@ def check_pipeline(job: Job) -> None:
             metadata={"pipeline": job.pipeline, "input": str(kind)},
         )
     graphs.check_input(job.input)
+    if kind == "ingest_document":
+        tokens, overlap = chunk_sizes(job.input.ingest_document)
+        if overlap >= tokens:  # refused here, not after a worker has read the document
+            raise InvalidArgument(
+                f"chunk_overlap ({overlap}) must be smaller than chunk_tokens ({tokens})",
+                metadata={"field": "chunk_overlap"},
+            )
 
 
 def _job_id(request: jobs_pb2.CreateJobRequest) -> str:
