@@ -28,7 +28,7 @@ from switchboard.common.errors import SwitchboardError, from_rpc_error
 
 from . import ids, webhooks
 from .config import WebhookSettings
-from .events import EventLog, now
+from .events import EventLog, job_event
 from .workflows import (
     DELIVER_WEBHOOK,
     EMBED,
@@ -76,7 +76,7 @@ class Activities:
 
     @activity.defn(name=PUBLISH_EVENT)
     async def publish_event(self, event: events_pb2.JobEvent) -> str:
-        wid = _enter_job()
+        wid = enter_job()
         try:
             if event.HasField("state_changed"):
                 return await self._events.append_state(wid, event)
@@ -96,11 +96,11 @@ class Activities:
     async def generate_stage(self, task: tasks_pb2.GenerationTask) -> pipelines_pb2.GenerateOutput:
         """Streams one generation into the job's event log (token events tagged with the
         stage); heartbeats throughout, and stops the generation when cancelled."""
-        wid = _enter_job()
+        wid = enter_job()
         job_id = ids.split_workflow_id(wid)[1]
         attempt = activity.info().attempt
         if attempt > 1:
-            await self._events.append(wid, _retrying(job_id, task.stage, attempt))
+            await self._events.append(wid, _retrying(wid, task.stage, attempt))
         fields = {"model": task.start.model, "attempt": attempt, "stage": task.stage}
         log.info("generation started", extra={"fields": fields})
         request_id = f"{job_id}.{task.stage}" if task.stage else job_id
@@ -140,17 +140,14 @@ class Activities:
             message=f"generation attempt {attempt} failed ({error.type}): {error.message}",
             stage=stage,
         )
-        job = ids.job_name(ids.split_workflow_id(wid)[1])
         try:
-            await self._events.append(
-                wid, events_pb2.JobEvent(job=job, create_time=now(), log=line)
-            )
+            await self._events.append(wid, job_event(wid, log=line))
         except SwitchboardError:
             log.warning("could not log the failed attempt", extra={"fields": {"stage": stage}})
 
     @activity.defn(name=EMBED)
     async def embed(self, request: pipelines_pb2.EmbedInput) -> pipelines_pb2.EmbedOutput:
-        wid = _enter_job()
+        wid = enter_job()
         job_id = ids.split_workflow_id(wid)[1]
         log.info("embedding started", extra={"fields": {"texts": len(request.texts)}})
         try:
@@ -219,7 +216,7 @@ class Webhooks:
 
     @activity.defn(name=DELIVER_WEBHOOK)
     async def deliver_webhook(self, job: jobs_pb2.Job) -> None:
-        wid = _enter_job()
+        wid = enter_job()
         attempt = activity.info().attempt
         if attempt > self._settings.max_attempts:  # retried past the schedule after timeouts
             raise self._failed(attempt, "attempts exhausted")
@@ -274,11 +271,10 @@ class Webhooks:
 
 def _token(wid: str, stage: str, delta: inference_pb2.TokenDelta) -> events_pb2.JobEvent:
     token = events_pb2.TokenDelta(text=delta.text, index=delta.index, stage=stage)
-    job = ids.job_name(ids.split_workflow_id(wid)[1])
-    return events_pb2.JobEvent(job=job, create_time=now(), token=token)
+    return job_event(wid, token=token)
 
 
-def _enter_job() -> str:
+def enter_job() -> str:
     """The running activity's workflow id; also tags this task's logs with the job."""
     wid = activity.info().workflow_id
     if wid is None:
@@ -289,13 +285,13 @@ def _enter_job() -> str:
     return wid
 
 
-def _retrying(job_id: str, stage: str, attempt: int) -> events_pb2.JobEvent:
+def _retrying(wid: str, stage: str, attempt: int) -> events_pb2.JobEvent:
     # Tokens restart at index 0 after this event; earlier ones belong to a failed attempt.
     progress = events_pb2.Progress(
         stage=stage or "generate",
         message=f"retrying (attempt {attempt}); tokens restart at index 0",
     )
-    return events_pb2.JobEvent(job=ids.job_name(job_id), create_time=now(), progress=progress)
+    return job_event(wid, progress=progress)
 
 
 async def _heartbeat() -> None:

@@ -22,16 +22,14 @@ from collections.abc import Iterator, Sequence
 
 from google.protobuf import timestamp_pb2
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 from valkey import exceptions as valkey_errors
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import jobs_pb2
-from switchboard.common import telemetry
 from switchboard.common.errors import NotFound, SwitchboardError, Unavailable
 
 from . import ids
-from .activities import application_error
+from .activities import application_error, enter_job
 from .chatflow import APPEND_TURN, LOAD_SESSION
 
 log = logging.getLogger(__name__)
@@ -160,7 +158,7 @@ class ChatActivities:
     @activity.defn(name=LOAD_SESSION)
     async def load_session(self, session_id: str) -> jobs_pb2.ChatSession:
         """The session's window (its last k messages) as a ChatSession."""
-        client_id = _enter_job()
+        client_id = ids.split_workflow_id(enter_job())[0]
         try:
             turns = await self._sessions.window(client_id, session_id)
         except SwitchboardError as e:
@@ -172,21 +170,10 @@ class ChatActivities:
     async def append_turn(self, session: jobs_pb2.ChatSession) -> None:
         """Appends the job's messages (`session.turns`) to the window and the transcript;
         a retry after an append that did happen appends nothing."""
-        client_id = _enter_job()
+        client_id = ids.split_workflow_id(enter_job())[0]
         session_id = session.name.removeprefix("sessions/")
         try:
             first = await self._sessions.append(client_id, session_id, session.turns)
         except SwitchboardError as e:
             raise application_error(e) from e
         log.info("chat turn appended", extra={"fields": {"transcript_id": first}})
-
-
-def _enter_job() -> str:
-    """The client of the running activity's job; also tags this task's logs with the job."""
-    wid = activity.info().workflow_id
-    if wid is None:
-        raise ApplicationError("runs only inside a job workflow", type="NOT_IN_WORKFLOW")
-    client_id, job_id = ids.split_workflow_id(wid)
-    telemetry.client_id_var.set(client_id)
-    telemetry.job_id_var.set(job_id)
-    return client_id

@@ -24,7 +24,7 @@ from switchboard.common import telemetry
 from switchboard.common.errors import InvalidArgument, SwitchboardError, from_rpc_error
 
 from . import chunking, ids
-from .activities import _enter_job, application_error
+from .activities import application_error, enter_job
 from .documentflow import (
     CHUNK_TEXT,
     EXTRACT_DOCUMENT,
@@ -38,7 +38,7 @@ from .documentflow import (
     SearchTask,
     chunk_sizes,
 )
-from .events import EventLog, now
+from .events import EventLog, job_event
 from .vectors import VectorStore
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Documents:
     @activity.defn(name=EXTRACT_DOCUMENT)
     async def extract_document(self, request: pipelines_pb2.IngestDocumentInput) -> Extracted:
         """The document's text: text as is, a PDF's pages' text, an image's through OCR."""
-        wid = _enter_job()
+        wid = enter_job()
         try:
             tokens, overlap = chunk_sizes(request)
             if overlap >= tokens:  # checked first: before an OCR that would be wasted
@@ -99,7 +99,7 @@ class Documents:
 
     @activity.defn(name=CHUNK_TEXT)
     async def chunk_text(self, task: ChunkTask) -> Chunked:
-        _enter_job()
+        enter_job()
         try:
             chunks = await asyncio.to_thread(
                 chunking.chunk, task.text, task.chunk_tokens, task.chunk_overlap
@@ -114,7 +114,7 @@ class Documents:
     async def index_chunks(self, task: IndexTask) -> Indexed:
         """Embeds the chunks (batches of EMBED_BATCH) and replaces the document's chunks in
         the collection with them; logs the `embed` and `upsert` stages."""
-        wid = _enter_job()
+        wid = enter_job()
         client_id, job_id = ids.split_workflow_id(wid)
         try:
             if not task.texts:
@@ -142,7 +142,7 @@ class Documents:
 
     @activity.defn(name=SEARCH_COLLECTION)
     async def search_collection(self, task: SearchTask) -> pipelines_pb2.SearchOutput:
-        client_id = ids.split_workflow_id(_enter_job())[0]
+        client_id = ids.split_workflow_id(enter_job())[0]
         try:
             hits = await self._vectors.query(
                 client_id, task.collection, task.model, task.vector, task.top_k
@@ -203,10 +203,7 @@ class Documents:
         progress = events_pb2.Progress(
             stage=stage, status=status, message=message, fraction=fraction
         )
-        job = ids.job_name(ids.split_workflow_id(wid)[1])
-        await self._events.append(
-            wid, events_pb2.JobEvent(job=job, create_time=now(), progress=progress)
-        )
+        await self._events.append(wid, job_event(wid, progress=progress))
 
 
 def pdf_text(data: bytes) -> str:

@@ -69,6 +69,12 @@ def now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def job_event(wid: str, **payload: Any) -> events_pb2.JobEvent:
+    """A new event of the workflow's job, stamped now; `payload` is one JobEvent field."""
+    job = ids.job_name(ids.split_workflow_id(wid)[1])
+    return events_pb2.JobEvent(job=job, create_time=now(), **payload)
+
+
 def is_terminal(event: events_pb2.JobEvent) -> bool:
     return event.HasField("state_changed") and event.state_changed.state in TERMINAL_STATES
 
@@ -224,11 +230,7 @@ class EventLog:
         first_cursor = _text(first[0])
         if parse_cursor(cursor) >= parse_cursor(first_cursor):
             return None
-        return events_pb2.JobEvent(
-            job=ids.job_name(ids.split_workflow_id(wid)[1]),
-            create_time=now(),
-            gap=events_pb2.Gap(first_available_cursor=first_cursor),
-        )
+        return job_event(wid, gap=events_pb2.Gap(first_available_cursor=first_cursor))
 
 
 def _decode(cursor: str, fields: dict[bytes, bytes]) -> events_pb2.JobEvent:
