@@ -10,14 +10,13 @@ import time
 import uuid
 from typing import Any
 
-import chromadb
 import httpx
 import pytest
-from chromadb.config import Settings as ChromaSettings
 from httpx_sse import connect_sse
 
-from switchboard.planner.vectors import collection_name, release_loop_client
+from switchboard.planner.vectors import collection_name
 
+from ..chroma import chroma_client
 from ..document_files import PARAGRAPH_CHUNK_TOKENS, PARAGRAPHS, VIOLINS, pdf, png, three_topics
 from ..document_files import words as words_of
 from .conftest import API_KEY, Mesh
@@ -67,19 +66,12 @@ def _stages(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def _stored_ids(mesh: Mesh, collection: str) -> list[str]:
-    client = await chromadb.AsyncHttpClient(
-        host="127.0.0.1",
-        port=mesh.ports.chroma,
-        settings=ChromaSettings(anonymized_telemetry=False),
-    )
-    try:
+    async with chroma_client(mesh.ports.chroma) as client:
         target = await client.get_collection(
             collection_name(CLIENT_ID, collection), embedding_function=None
         )
         ids = sorted((await target.get(include=[]))["ids"])
         await client.delete_collection(target.name)  # nothing of the test stays in Chroma
-    finally:
-        await release_loop_client()
     return ids
 
 

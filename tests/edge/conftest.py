@@ -8,6 +8,7 @@ tests cover the real planner.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,9 @@ from switchboard.edge.planner import SERVICE
 from switchboard.edge.server import EdgeServer, build_server
 from switchboard.launcher.ports import free_block
 
+from ..planner.support import serving
 from ..stack import start_stack
+from .inference_standin import ChatInference
 
 API_KEY = "sb-test-key"
 CLIENT = "tester"
@@ -197,6 +200,21 @@ def settings_for(planner_address: str) -> Settings:
         log_level="INFO",
         heartbeat_seconds=HEARTBEAT_SECONDS,
     )
+
+
+@pytest_asyncio.fixture
+async def fake() -> ChatInference:
+    """A stand-in inference service for the OpenAI routes and the WebSocket."""
+    return ChatInference()
+
+
+@pytest_asyncio.fixture
+async def edge(planner: StandInPlanner, fake: ChatInference) -> AsyncIterator[EdgeServer]:
+    """An edge in front of the stand-in planner and the stand-in inference service."""
+    async with serving(fake) as address:
+        settings = dataclasses.replace(settings_for(planner.address), inference_address=address)
+        async with running(build_server(settings)) as server:
+            yield server
 
 
 @pytest_asyncio.fixture

@@ -24,24 +24,11 @@ from switchboard.edge import openai_requests, openai_wire
 from switchboard.edge.openai import error_response
 from switchboard.edge.server import EdgeServer, build_server
 
-from ..planner.support import eventually, serving
+from ..planner.support import eventually
 from .conftest import API_KEY, CLIENT, WAIT_SECONDS, StandInPlanner, running, settings_for
 from .inference_standin import ChatInference
 
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello brave new world"}]
-
-
-@pytest_asyncio.fixture
-async def fake() -> ChatInference:
-    return ChatInference()
-
-
-@pytest_asyncio.fixture
-async def edge(planner: StandInPlanner, fake: ChatInference) -> AsyncIterator[EdgeServer]:
-    async with serving(fake) as address:
-        settings = dataclasses.replace(settings_for(planner.address), inference_address=address)
-        async with running(build_server(settings)) as server:
-            yield server
 
 
 @pytest_asyncio.fixture

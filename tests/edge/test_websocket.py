@@ -5,7 +5,6 @@ gRPC server. The socket against the real mesh: tests/e2e/test_openai.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,26 +14,13 @@ import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from switchboard.edge.server import EdgeServer, build_server
+from switchboard.edge.server import EdgeServer
 
-from ..planner.support import eventually, serving
-from .conftest import API_KEY, CLIENT, WAIT_SECONDS, StandInPlanner, running, settings_for
+from ..planner.support import eventually
+from .conftest import API_KEY, CLIENT, WAIT_SECONDS
 from .inference_standin import ChatInference
 
 USER = [{"role": "user", "content": "hello brave new world"}]
-
-
-@pytest_asyncio.fixture
-async def fake() -> ChatInference:
-    return ChatInference()
-
-
-@pytest_asyncio.fixture
-async def edge(planner: StandInPlanner, fake: ChatInference) -> AsyncIterator[EdgeServer]:
-    async with serving(fake) as address:
-        settings = dataclasses.replace(settings_for(planner.address), inference_address=address)
-        async with running(build_server(settings)) as server:
-            yield server
 
 
 def url(edge: EdgeServer) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from typing import Any
 
@@ -11,27 +10,15 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from PIL import Image, ImageDraw, ImageFont
 from tritonclient.utils import InferenceServerException
 
+from ..document_files import png
 from .support import output_text
 
 MODEL = "ppocr-v4"
 TIMEOUT_S = 60.0
 LINES = ["Switchboard reads this line", "The quick brown fox jumps 42 times"]
 WIDTH, HEIGHT = 900, 260
-
-
-def _png(lines: list[str], size: tuple[int, int] = (WIDTH, HEIGHT)) -> bytes:
-    """Black text on white, one line every 90 px, with wide margins."""
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=40)
-    for i, line in enumerate(lines):
-        draw.text((60, 50 + 90 * i), line, fill="black", font=font)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def _ocr(client: aioclient.InferenceServerClient, image: bytes) -> Any:
@@ -46,7 +33,7 @@ def _normalised(text: str) -> str:
 
 @pytest.mark.asyncio
 async def test_reads_rendered_lines_top_to_bottom(client: aioclient.InferenceServerClient) -> None:
-    result = await _ocr(client, _png(LINES))
+    result = await _ocr(client, png(LINES, (WIDTH, HEIGHT)))
 
     text, lines = output_text(result, "TEXT"), json.loads(output_text(result, "LINES"))
     assert [_normalised(t) for t in text.split("\n")] == [_normalised(t) for t in LINES]
@@ -64,7 +51,7 @@ async def test_reads_rendered_lines_top_to_bottom(client: aioclient.InferenceSer
 
 @pytest.mark.asyncio
 async def test_blank_image_has_no_text(client: aioclient.InferenceServerClient) -> None:
-    result = await _ocr(client, _png([], size=(240, 120)))
+    result = await _ocr(client, png([], size=(240, 120)))
 
     assert output_text(result, "TEXT") == ""
     assert json.loads(output_text(result, "LINES")) == []

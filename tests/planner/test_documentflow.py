@@ -9,11 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import chromadb
 import grpc
 import pytest
 import pytest_asyncio
-from chromadb.config import Settings as ChromaSettings
 from temporalio.client import Client
 from valkey.asyncio import Valkey
 
@@ -24,9 +22,10 @@ from switchboard.planner.activities import Activities
 from switchboard.planner.documentflow import answer_prompt, citations
 from switchboard.planner.documents import Documents
 from switchboard.planner.events import EventLog
-from switchboard.planner.vectors import VectorStore, collection_name, release_loop_client
+from switchboard.planner.vectors import VectorStore, collection_name
 from switchboard.planner.worker import build_worker
 
+from ..chroma import chroma_client
 from ..document_files import (
     PARAGRAPH_CHUNK_TOKENS,
     PARAGRAPHS,
@@ -123,18 +122,11 @@ def _reason(job: Job) -> str:
 
 async def _chroma_documents(infra: Infra, client_id: str, collection: str) -> dict[str, str]:
     """Chroma's own view of a collection: chunk id → chunk text."""
-    client = await chromadb.AsyncHttpClient(
-        host="127.0.0.1",
-        port=infra.ports.chroma,
-        settings=ChromaSettings(anonymized_telemetry=False),
-    )
-    try:
+    async with chroma_client(infra.ports.chroma) as client:
         target = await client.get_collection(
             collection_name(client_id, collection), embedding_function=None
         )
         stored = await target.get(include=["documents", "embeddings"])
-    finally:
-        await release_loop_client()
     vectors = stored["embeddings"]
     assert vectors is not None
     assert [len(vector) for vector in vectors] == [384] * len(stored["ids"])

@@ -6,15 +6,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-import chromadb
 import pytest
 import pytest_asyncio
-from chromadb.config import Settings as ChromaSettings
 
 from switchboard.common.errors import SwitchboardError
 from switchboard.planner.config import WorkerSettings
-from switchboard.planner.vectors import VectorStore, collection_name, release_loop_client
+from switchboard.planner.vectors import VectorStore, collection_name
 
+from ..chroma import chroma_client
 from ..stack import free_ports
 from .conftest import Infra
 
@@ -55,19 +54,12 @@ def collection() -> str:
 
 async def _chroma_ids(infra: Infra, client_id: str, collection: str) -> list[str]:
     """What Chroma itself holds, read with a client of its own."""
-    client = await chromadb.AsyncHttpClient(
-        host="127.0.0.1",
-        port=infra.ports.chroma,
-        settings=ChromaSettings(anonymized_telemetry=False),
-    )
-    try:
+    async with chroma_client(infra.ports.chroma) as client:
         target = await client.get_collection(
             collection_name(client_id, collection), embedding_function=None
         )
         assert target.configuration_json["hnsw"]["space"] == "cosine"
         return sorted((await target.get(include=[]))["ids"])
-    finally:
-        await release_loop_client()
 
 
 @pytest.mark.asyncio
