@@ -36,6 +36,7 @@ class JobEvent(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     LOG_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    WEBHOOK_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Position in the job's log; resume a watch after it. Also the SSE `id:`."""
     job: _builtins.str
@@ -60,6 +61,14 @@ class JobEvent(_message.Message):
     def result(self) -> _pipelines_pb2.JobResult:
         """The job's result, logged just before its SUCCEEDED state change."""
 
+    @_builtins.property
+    def webhook(self) -> Global___WebhookDelivery:
+        """An attempt at delivering the job's webhook: one per attempt that will be retried
+        (state PENDING), then the outcome (DELIVERED or FAILED). Logged after the terminal
+        state change, which ends a live watch: a watch that starts or resumes at or after the
+        terminal event replays them.
+        """
+
     def __init__(
         self,
         *,
@@ -73,12 +82,13 @@ class JobEvent(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         log: Global___Log | None = ...,
         result: _pipelines_pb2.JobResult | None = ...,
+        webhook: Global___WebhookDelivery | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "gap", b"gap", "heartbeat", b"heartbeat", "log", b"log", "payload", b"payload", "progress", b"progress", "result", b"result", "state_changed", b"state_changed", "token", b"token"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "gap", b"gap", "heartbeat", b"heartbeat", "log", b"log", "payload", b"payload", "progress", b"progress", "result", b"result", "state_changed", b"state_changed", "token", b"token", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cursor", b"cursor", "gap", b"gap", "heartbeat", b"heartbeat", "job", b"job", "log", b"log", "payload", b"payload", "progress", b"progress", "result", b"result", "state_changed", b"state_changed", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cursor", b"cursor", "gap", b"gap", "heartbeat", b"heartbeat", "job", b"job", "log", b"log", "payload", b"payload", "progress", b"progress", "result", b"result", "state_changed", b"state_changed", "token", b"token", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "token", "progress", "gap", "heartbeat", "log", "result"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["state_changed", "token", "progress", "gap", "heartbeat", "log", "result", "webhook"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -247,3 +257,83 @@ class Heartbeat(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """The delivery of a job's webhook: as the job shows it (Job.webhook_delivery), or as one
+    attempt left it (the `webhook` event).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[WebhookDelivery._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: WebhookDelivery._State.ValueType  # 0
+        PENDING: WebhookDelivery._State.ValueType  # 1
+        """Not delivered yet; attempts go on on the delivery schedule."""
+        DELIVERED: WebhookDelivery._State.ValueType  # 2
+        """The receiver answered 2xx."""
+        FAILED: WebhookDelivery._State.ValueType  # 3
+        """Given up for good: refused (a forbidden destination, an answer a retry cannot change)
+        or every attempt failed. `error` says why.
+        """
+
+    class State(_State, metaclass=_StateEnumTypeWrapper): ...
+    STATE_UNSPECIFIED: WebhookDelivery.State.ValueType  # 0
+    PENDING: WebhookDelivery.State.ValueType  # 1
+    """Not delivered yet; attempts go on on the delivery schedule."""
+    DELIVERED: WebhookDelivery.State.ValueType  # 2
+    """The receiver answered 2xx."""
+    FAILED: WebhookDelivery.State.ValueType  # 3
+    """Given up for good: refused (a forbidden destination, an answer a retry cannot change)
+    or every attempt failed. `error` says why.
+    """
+
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DELIVER_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    state: Global___WebhookDelivery.State.ValueType
+    attempts: _builtins.int
+    """Attempts made so far (for an event: the number of the attempt it reports)."""
+    last_http_status: _builtins.int
+    """The receiver's HTTP status at the last attempt; 0 when none came (no connection, refused
+    before sending).
+    """
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why the last attempt did not deliver, with the reason as ErrorInfo
+        (WEBHOOK_DESTINATION_FORBIDDEN, WEBHOOK_RECEIVER_REFUSED, WEBHOOK_DELIVERY_FAILED, ...).
+        """
+
+    @_builtins.property
+    def deliver_time(self) -> _timestamp_pb2.Timestamp:
+        """When the receiver accepted it (DELIVERED)."""
+
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt is due (PENDING, after a failed attempt)."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___WebhookDelivery.State.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_http_status: _builtins.int = ...,
+        error: _status_pb2.Status | None = ...,
+        deliver_time: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deliver_time", b"deliver_time", "error", b"error", "next_attempt_time", b"next_attempt_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "deliver_time", b"deliver_time", "error", b"error", "last_http_status", b"last_http_status", "next_attempt_time", b"next_attempt_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015

@@ -32,7 +32,7 @@ from switchboard.api.jobs.v1 import events_pb2 as switchboard_dot_jobs_dot_v1_do
 from switchboard.api.jobs.v1 import pipelines_pb2 as switchboard_dot_jobs_dot_v1_dot_pipelines__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eswitchboard/jobs/v1/jobs.proto\x12\x13switchboard.jobs.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a switchboard/jobs/v1/events.proto\x1a#switchboard/jobs/v1/pipelines.proto\"\xfd\x06\n\x03Job\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32\x1e.switchboard.jobs.v1.Job.StateB\x04\xe2\x41\x01\x03\x12\x63\n\x08pipeline\x18\x03 \x01(\tBQ\xe2\x41\x01\x02\xbaHJrHR\x08generateR\x05\x65mbedR\x04\x63hatR\x0fingest-documentR\x06searchR\x06\x61nswerR\x07\x66\x61n-outR\x05graph\x12\x38\n\x05input\x18\x04 \x01(\x0b\x32\x1d.switchboard.jobs.v1.JobInputB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x34\n\x06result\x18\x05 \x01(\x0b\x32\x1e.switchboard.jobs.v1.JobResultB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63lient\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x61\n\x06labels\x18\n \x03(\x0b\x32$.switchboard.jobs.v1.Job.LabelsEntryB+\xbaH(\x9a\x01%\x10\x10\"\x1ar\x18\x10\x01\x18?2\x12^[a-z][a-z0-9_-]*$*\x05r\x03\x18\x80\x02\x12\xa5\x01\n\x0bwebhook_url\x18\x0b \x01(\tB\x8f\x01\xe2\x41\x01\x01\xbaH\x87\x01r\x06\x18\x80\x10\x88\x01\x01\xba\x01y\n\x12webhook_url.scheme\x12(webhook_url must be an http or https URL\x1a\x39this.startsWith(\'https://\') || this.startsWith(\'http://\')\xd8\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0e\n\nCANCELLING\x10\x06\"\xa8\x02\n\x10\x43reateJobRequest\x12-\n\x03job\x18\x01 \x01(\x0b\x32\x18.switchboard.jobs.v1.JobB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x06job_id\x18\x02 \x01(\tB#\xbaH r\x1e\x32\x1c^([a-z0-9][a-z0-9-]{2,62})?$\x12\x31\n\x0fidempotency_key\x18\x03 \x01(\tB\x18\xbaH\x15r\x13\x18\xff\x01\x32\x0e^[\\x21-\\x7e]*$:}\xbaHz\x1ax\n\x12\x63reate_job.one_key\x12\'set job_id or idempotency_key, not both\x1a\x39size(this.job_id) == 0 || size(this.idempotency_key) == 0\"D\n\rGetJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"M\n\x0fListJobsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.switchboard.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x10\x43\x61ncelJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"e\n\x0fWatchJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\x12\x1d\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\"J\n\x13GetJobResultRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"\x16\n\x14ListPipelinesRequest\"I\n\x15ListPipelinesResponse\x12\x30\n\tpipelines\x18\x01 \x03(\x0b\x32\x1d.switchboard.jobs.v1.Pipeline\"\xae\x01\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x03(\t\x12\x17\n\x0fpartial_results\x18\x04 \x01(\x08\x12\x13\n\x0binput_field\x18\x05 \x01(\t\x12\x12\n\ninput_type\x18\x06 \x01(\t\x12-\n\x0cinput_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x15GetChatSessionRequest\x12?\n\x04name\x18\x01 \x01(\tB1\xbaH.r,2*^sessions/[A-Za-z0-9][A-Za-z0-9_-]{0,127}$\"I\n\x0b\x43hatSession\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05turns\x18\x02 \x03(\x0b\x32\x1d.switchboard.jobs.v1.ChatTurn\"g\n\x08\x43hatTurn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03job\x18\x04 \x01(\t2\xa1\x07\n\nJobService\x12\x63\n\tCreateJob\x12%.switchboard.jobs.v1.CreateJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x08/v1/jobs:\x03job\x12\x61\n\x06GetJob\x12\".switchboard.jobs.v1.GetJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=jobs/*}\x12i\n\x08ListJobs\x12$.switchboard.jobs.v1.ListJobsRequest\x1a%.switchboard.jobs.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12q\n\tCancelJob\x12%.switchboard.jobs.v1.CancelJobRequest\x1a\x18.switchboard.jobs.v1.Job\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{name=jobs/*}/cancel:\x01*\x12s\n\x08WatchJob\x12$.switchboard.jobs.v1.WatchJobRequest\x1a\x1d.switchboard.jobs.v1.JobEvent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/events0\x01\x12z\n\x0cGetJobResult\x12(.switchboard.jobs.v1.GetJobResultRequest\x1a\x1e.switchboard.jobs.v1.JobResult\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/result\x12}\n\rListPipelines\x12).switchboard.jobs.v1.ListPipelinesRequest\x1a*.switchboard.jobs.v1.ListPipelinesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/pipelines\x12}\n\x0eGetChatSession\x12*.switchboard.jobs.v1.GetChatSessionRequest\x1a .switchboard.jobs.v1.ChatSession\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=sessions/*}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eswitchboard/jobs/v1/jobs.proto\x12\x13switchboard.jobs.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a switchboard/jobs/v1/events.proto\x1a#switchboard/jobs/v1/pipelines.proto\"\xc3\x07\n\x03Job\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x05state\x18\x02 \x01(\x0e\x32\x1e.switchboard.jobs.v1.Job.StateB\x04\xe2\x41\x01\x03\x12\x63\n\x08pipeline\x18\x03 \x01(\tBQ\xe2\x41\x01\x02\xbaHJrHR\x08generateR\x05\x65mbedR\x04\x63hatR\x0fingest-documentR\x06searchR\x06\x61nswerR\x07\x66\x61n-outR\x05graph\x12\x38\n\x05input\x18\x04 \x01(\x0b\x32\x1d.switchboard.jobs.v1.JobInputB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x34\n\x06result\x18\x05 \x01(\x0b\x32\x1e.switchboard.jobs.v1.JobResultB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63lient\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x61\n\x06labels\x18\n \x03(\x0b\x32$.switchboard.jobs.v1.Job.LabelsEntryB+\xbaH(\x9a\x01%\x10\x10\"\x1ar\x18\x10\x01\x18?2\x12^[a-z][a-z0-9_-]*$*\x05r\x03\x18\x80\x02\x12\xa5\x01\n\x0bwebhook_url\x18\x0b \x01(\tB\x8f\x01\xe2\x41\x01\x01\xbaH\x87\x01r\x06\x18\x80\x10\x88\x01\x01\xba\x01y\n\x12webhook_url.scheme\x12(webhook_url must be an http or https URL\x1a\x39this.startsWith(\'https://\') || this.startsWith(\'http://\')\xd8\x01\x01\x12\x44\n\x10webhook_delivery\x18\x0c \x01(\x0b\x32$.switchboard.jobs.v1.WebhookDeliveryB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0e\n\nCANCELLING\x10\x06\"\xa8\x02\n\x10\x43reateJobRequest\x12-\n\x03job\x18\x01 \x01(\x0b\x32\x18.switchboard.jobs.v1.JobB\x06\xbaH\x03\xc8\x01\x01\x12\x33\n\x06job_id\x18\x02 \x01(\tB#\xbaH r\x1e\x32\x1c^([a-z0-9][a-z0-9-]{2,62})?$\x12\x31\n\x0fidempotency_key\x18\x03 \x01(\tB\x18\xbaH\x15r\x13\x18\xff\x01\x32\x0e^[\\x21-\\x7e]*$:}\xbaHz\x1ax\n\x12\x63reate_job.one_key\x12\'set job_id or idempotency_key, not both\x1a\x39size(this.job_id) == 0 || size(this.idempotency_key) == 0\"D\n\rGetJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"M\n\x0fListJobsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.switchboard.jobs.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x10\x43\x61ncelJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"e\n\x0fWatchJobRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\x12\x1d\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\"J\n\x13GetJobResultRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^jobs/[a-z0-9][a-z0-9-]{2,62}$\"\x16\n\x14ListPipelinesRequest\"I\n\x15ListPipelinesResponse\x12\x30\n\tpipelines\x18\x01 \x03(\x0b\x32\x1d.switchboard.jobs.v1.Pipeline\"\xae\x01\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x03(\t\x12\x17\n\x0fpartial_results\x18\x04 \x01(\x08\x12\x13\n\x0binput_field\x18\x05 \x01(\t\x12\x12\n\ninput_type\x18\x06 \x01(\t\x12-\n\x0cinput_schema\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x15GetChatSessionRequest\x12?\n\x04name\x18\x01 \x01(\tB1\xbaH.r,2*^sessions/[A-Za-z0-9][A-Za-z0-9_-]{0,127}$\"I\n\x0b\x43hatSession\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x05turns\x18\x02 \x03(\x0b\x32\x1d.switchboard.jobs.v1.ChatTurn\"g\n\x08\x43hatTurn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03job\x18\x04 \x01(\t2\xa1\x07\n\nJobService\x12\x63\n\tCreateJob\x12%.switchboard.jobs.v1.CreateJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x08/v1/jobs:\x03job\x12\x61\n\x06GetJob\x12\".switchboard.jobs.v1.GetJobRequest\x1a\x18.switchboard.jobs.v1.Job\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=jobs/*}\x12i\n\x08ListJobs\x12$.switchboard.jobs.v1.ListJobsRequest\x1a%.switchboard.jobs.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12q\n\tCancelJob\x12%.switchboard.jobs.v1.CancelJobRequest\x1a\x18.switchboard.jobs.v1.Job\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{name=jobs/*}/cancel:\x01*\x12s\n\x08WatchJob\x12$.switchboard.jobs.v1.WatchJobRequest\x1a\x1d.switchboard.jobs.v1.JobEvent\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/events0\x01\x12z\n\x0cGetJobResult\x12(.switchboard.jobs.v1.GetJobResultRequest\x1a\x1e.switchboard.jobs.v1.JobResult\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/{name=jobs/*}/result\x12}\n\rListPipelines\x12).switchboard.jobs.v1.ListPipelinesRequest\x1a*.switchboard.jobs.v1.ListPipelinesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/pipelines\x12}\n\x0eGetChatSession\x12*.switchboard.jobs.v1.GetChatSessionRequest\x1a .switchboard.jobs.v1.ChatSession\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=sessions/*}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,6 +63,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['labels']._serialized_options = b'\272H(\232\001%\020\020\"\032r\030\020\001\030?2\022^[a-z][a-z0-9_-]*$*\005r\003\030\200\002'
   _globals['_JOB'].fields_by_name['webhook_url']._loaded_options = None
   _globals['_JOB'].fields_by_name['webhook_url']._serialized_options = b'\342A\001\001\272H\207\001r\006\030\200\020\210\001\001\272\001y\n\022webhook_url.scheme\022(webhook_url must be an http or https URL\0329this.startsWith(\'https://\') || this.startsWith(\'http://\')\330\001\001'
+  _globals['_JOB'].fields_by_name['webhook_delivery']._loaded_options = None
+  _globals['_JOB'].fields_by_name['webhook_delivery']._serialized_options = b'\342A\001\003'
   _globals['_CREATEJOBREQUEST'].fields_by_name['job']._loaded_options = None
   _globals['_CREATEJOBREQUEST'].fields_by_name['job']._serialized_options = b'\272H\003\310\001\001'
   _globals['_CREATEJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
@@ -104,37 +106,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['GetChatSession']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['GetChatSession']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/{name=sessions/*}'
   _globals['_JOB']._serialized_start=307
-  _globals['_JOB']._serialized_end=1200
-  _globals['_JOB_LABELSENTRY']._serialized_start=1040
-  _globals['_JOB_LABELSENTRY']._serialized_end=1085
-  _globals['_JOB_STATE']._serialized_start=1087
-  _globals['_JOB_STATE']._serialized_end=1200
-  _globals['_CREATEJOBREQUEST']._serialized_start=1203
-  _globals['_CREATEJOBREQUEST']._serialized_end=1499
-  _globals['_GETJOBREQUEST']._serialized_start=1501
-  _globals['_GETJOBREQUEST']._serialized_end=1569
-  _globals['_LISTJOBSREQUEST']._serialized_start=1571
-  _globals['_LISTJOBSREQUEST']._serialized_end=1648
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1650
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1733
-  _globals['_CANCELJOBREQUEST']._serialized_start=1735
-  _globals['_CANCELJOBREQUEST']._serialized_end=1806
-  _globals['_WATCHJOBREQUEST']._serialized_start=1808
-  _globals['_WATCHJOBREQUEST']._serialized_end=1909
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=1911
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=1985
-  _globals['_LISTPIPELINESREQUEST']._serialized_start=1987
-  _globals['_LISTPIPELINESREQUEST']._serialized_end=2009
-  _globals['_LISTPIPELINESRESPONSE']._serialized_start=2011
-  _globals['_LISTPIPELINESRESPONSE']._serialized_end=2084
-  _globals['_PIPELINE']._serialized_start=2087
-  _globals['_PIPELINE']._serialized_end=2261
-  _globals['_GETCHATSESSIONREQUEST']._serialized_start=2263
-  _globals['_GETCHATSESSIONREQUEST']._serialized_end=2351
-  _globals['_CHATSESSION']._serialized_start=2353
-  _globals['_CHATSESSION']._serialized_end=2426
-  _globals['_CHATTURN']._serialized_start=2428
-  _globals['_CHATTURN']._serialized_end=2531
-  _globals['_JOBSERVICE']._serialized_start=2534
-  _globals['_JOBSERVICE']._serialized_end=3463
+  _globals['_JOB']._serialized_end=1270
+  _globals['_JOB_LABELSENTRY']._serialized_start=1110
+  _globals['_JOB_LABELSENTRY']._serialized_end=1155
+  _globals['_JOB_STATE']._serialized_start=1157
+  _globals['_JOB_STATE']._serialized_end=1270
+  _globals['_CREATEJOBREQUEST']._serialized_start=1273
+  _globals['_CREATEJOBREQUEST']._serialized_end=1569
+  _globals['_GETJOBREQUEST']._serialized_start=1571
+  _globals['_GETJOBREQUEST']._serialized_end=1639
+  _globals['_LISTJOBSREQUEST']._serialized_start=1641
+  _globals['_LISTJOBSREQUEST']._serialized_end=1718
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1720
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1803
+  _globals['_CANCELJOBREQUEST']._serialized_start=1805
+  _globals['_CANCELJOBREQUEST']._serialized_end=1876
+  _globals['_WATCHJOBREQUEST']._serialized_start=1878
+  _globals['_WATCHJOBREQUEST']._serialized_end=1979
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=1981
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=2055
+  _globals['_LISTPIPELINESREQUEST']._serialized_start=2057
+  _globals['_LISTPIPELINESREQUEST']._serialized_end=2079
+  _globals['_LISTPIPELINESRESPONSE']._serialized_start=2081
+  _globals['_LISTPIPELINESRESPONSE']._serialized_end=2154
+  _globals['_PIPELINE']._serialized_start=2157
+  _globals['_PIPELINE']._serialized_end=2331
+  _globals['_GETCHATSESSIONREQUEST']._serialized_start=2333
+  _globals['_GETCHATSESSIONREQUEST']._serialized_end=2421
+  _globals['_CHATSESSION']._serialized_start=2423
+  _globals['_CHATSESSION']._serialized_end=2496
+  _globals['_CHATTURN']._serialized_start=2498
+  _globals['_CHATTURN']._serialized_end=2601
+  _globals['_JOBSERVICE']._serialized_start=2604
+  _globals['_JOBSERVICE']._serialized_end=3533
 # @@protoc_insertion_point(module_scope)

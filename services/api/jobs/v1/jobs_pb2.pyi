@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
+from switchboard.api.jobs.v1 import events_pb2 as _events_pb2
 from switchboard.api.jobs.v1 import pipelines_pb2 as _pipelines_pb2
 import builtins as _builtins
 import sys
@@ -89,6 +90,7 @@ class Job(_message.Message):
     CLIENT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    WEBHOOK_DELIVERY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `jobs/{job_id}`."""
     state: Global___Job.State.ValueType
@@ -115,6 +117,13 @@ class Job(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def webhook_delivery(self) -> _events_pb2.WebhookDelivery:
+        """What became of the webhook: PENDING from the job's end until the receiver accepts it
+        (DELIVERED) or delivery is given up (FAILED, with the reason). Unset without a
+        webhook_url. The job's own state never depends on it.
+        """
+
     def __init__(
         self,
         *,
@@ -129,10 +138,11 @@ class Job(_message.Message):
         client: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         webhook_url: _builtins.str = ...,
+        webhook_delivery: _events_pb2.WebhookDelivery | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "input", b"input", "result", b"result", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "input", b"input", "result", b"result", "update_time", b"update_time", "webhook_delivery", b"webhook_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "create_time", b"create_time", "error", b"error", "input", b"input", "labels", b"labels", "name", b"name", "pipeline", b"pipeline", "result", b"result", "state", b"state", "update_time", b"update_time", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "create_time", b"create_time", "error", b"error", "input", b"input", "labels", b"labels", "name", b"name", "pipeline", b"pipeline", "result", b"result", "state", b"state", "update_time", b"update_time", "webhook_delivery", b"webhook_delivery", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,9 +71,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     link-local, metadata...) or is not http(s).
     """
     WEBHOOK_DELIVERY_FAILED: _ErrorReason.ValueType  # 55
-    """The receiver did not answer 2xx (a redirect counts as a failure); retried on a schedule."""
+    """The receiver did not answer 2xx (no answer, 5xx, 408, 429, a temporary redirect...);
+    retried on a schedule, this is the reason of the last attempt once all have failed.
+    """
     WEBHOOK_SECRET_MISSING: _ErrorReason.ValueType  # 56
     """No signing secret is configured for the job's client (nor a default one)."""
+    WEBHOOK_RECEIVER_REFUSED: _ErrorReason.ValueType  # 57
+    """The receiver answered with a status a retry cannot change (a 4xx other than 408, 409,
+    425 and 429; a permanent redirect, 301 or 308): not retried.
+    """
     MODEL_NOT_FOUND: _ErrorReason.ValueType  # 60
     """Inference."""
     MODEL_TASK_MISMATCH: _ErrorReason.ValueType  # 61
@@ -121,6 +127,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     BODY_TOO_DEEP: _ErrorReason.ValueType  # 101
     """The JSON body nests deeper than the edge accepts."""
+    BODY_NOT_UTF8: _ErrorReason.ValueType  # 102
+    """A JSON body or frame is not UTF-8 (RFC 8259 8.1): another encoding, a byte order mark,
+    a broken byte sequence, or a string escape of half a surrogate pair.
+    """
+    TOO_MANY_STREAMS: _ErrorReason.ValueType  # 103
+    """The client holds as many open event streams and sockets as the edge allows; Retry-After."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The stable values of `google.rpc.ErrorInfo.reason` in Switchboard's errors (domain
@@ -177,9 +189,15 @@ WEBHOOK_DESTINATION_FORBIDDEN: ErrorReason.ValueType  # 54
 link-local, metadata...) or is not http(s).
 """
 WEBHOOK_DELIVERY_FAILED: ErrorReason.ValueType  # 55
-"""The receiver did not answer 2xx (a redirect counts as a failure); retried on a schedule."""
+"""The receiver did not answer 2xx (no answer, 5xx, 408, 429, a temporary redirect...);
+retried on a schedule, this is the reason of the last attempt once all have failed.
+"""
 WEBHOOK_SECRET_MISSING: ErrorReason.ValueType  # 56
 """No signing secret is configured for the job's client (nor a default one)."""
+WEBHOOK_RECEIVER_REFUSED: ErrorReason.ValueType  # 57
+"""The receiver answered with a status a retry cannot change (a 4xx other than 408, 409,
+425 and 429; a permanent redirect, 301 or 308): not retried.
+"""
 MODEL_NOT_FOUND: ErrorReason.ValueType  # 60
 """Inference."""
 MODEL_TASK_MISMATCH: ErrorReason.ValueType  # 61
@@ -227,4 +245,10 @@ Too many requests for this client; Retry-After and RateLimit headers say when to
 """
 BODY_TOO_DEEP: ErrorReason.ValueType  # 101
 """The JSON body nests deeper than the edge accepts."""
+BODY_NOT_UTF8: ErrorReason.ValueType  # 102
+"""A JSON body or frame is not UTF-8 (RFC 8259 8.1): another encoding, a byte order mark,
+a broken byte sequence, or a string escape of half a surrogate pair.
+"""
+TOO_MANY_STREAMS: ErrorReason.ValueType  # 103
+"""The client holds as many open event streams and sockets as the edge allows; Retry-After."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
