@@ -121,6 +121,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     EMBEDDING_MODEL_MISMATCH: _ErrorReason.ValueType  # 88
     """The collection's vectors were made by another embedding model (other dimensions)."""
     CHAT_SESSION_NOT_FOUND: _ErrorReason.ValueType  # 89
+    OUTAGE_HORIZON_EXCEEDED: _ErrorReason.ValueType  # 90
+    """A job's activity kept being retried (its attempts timed out: a worker died, a completion
+    was lost) for longer than the worker's outage horizon; metadata attempts, outage_seconds.
+    An outage whose cause is known fails with that cause's reason instead (e.g.
+    EVENT_LOG_UNAVAILABLE, BACKEND_UNAVAILABLE) and the same metadata.
+    """
+    CHAT_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 91
+    """The chat sessions' store (Valkey) did not answer."""
     RATE_LIMITED: _ErrorReason.ValueType  # 100
     """Edge.
     Too many requests for this client; Retry-After and RateLimit headers say when to retry.
@@ -239,6 +247,14 @@ COLLECTION_NOT_FOUND: ErrorReason.ValueType  # 87
 EMBEDDING_MODEL_MISMATCH: ErrorReason.ValueType  # 88
 """The collection's vectors were made by another embedding model (other dimensions)."""
 CHAT_SESSION_NOT_FOUND: ErrorReason.ValueType  # 89
+OUTAGE_HORIZON_EXCEEDED: ErrorReason.ValueType  # 90
+"""A job's activity kept being retried (its attempts timed out: a worker died, a completion
+was lost) for longer than the worker's outage horizon; metadata attempts, outage_seconds.
+An outage whose cause is known fails with that cause's reason instead (e.g.
+EVENT_LOG_UNAVAILABLE, BACKEND_UNAVAILABLE) and the same metadata.
+"""
+CHAT_STORE_UNAVAILABLE: ErrorReason.ValueType  # 91
+"""The chat sessions' store (Valkey) did not answer."""
 RATE_LIMITED: ErrorReason.ValueType  # 100
 """Edge.
 Too many requests for this client; Retry-After and RateLimit headers say when to retry.
