@@ -1,5 +1,5 @@
-"""`switchboard up | down | status`: the whole local mesh with one command; `switchboard keys`:
-the API keys the edges accept."""
+"""`switchboard up | down | status | restart`: the whole local mesh with one command;
+`switchboard keys`: the API keys the edges accept."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from pathlib import Path
 from rich.live import Live
 
 from switchboard.edge import keys_cli
-from switchboard.launcher import stack, ui
+from switchboard.launcher import control, stack, ui
 from switchboard.launcher.ports import DEFAULT_BASE, Ports, port_free
 from switchboard.launcher.supervisor import Supervisor, alive, kill_group, read_state
+
+# A graceful stop, then Triton's start (the slowest, up to 300 s) with room to spare.
+RESTART_TIMEOUT = 360.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         ("up", "start the mesh and show its state until Ctrl-C"),
         ("down", "stop a running mesh"),
         ("status", "show each process and its health (exit 1 unless all healthy)"),
+        ("restart", "restart one process of a running mesh and wait until it is ready"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument(
@@ -37,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
             help="first port of the stack's block (env SWITCHBOARD_BASE_PORT)",
         )
         cmd.add_argument("--state-dir", type=Path, help="default .switchboard/stack-<base>")
+        if name == "restart":
+            cmd.add_argument("process", help="e.g. worker, triton (as `status` names them)")
+            cmd.add_argument(
+                "--timeout",
+                type=float,
+                default=RESTART_TIMEOUT,
+                help=f"seconds to wait until it is ready again (default {RESTART_TIMEOUT:.0f})",
+            )
         if name == "up":
             cmd.add_argument("--no-ui", action="store_true", help="plain lines, no live table")
             cmd.add_argument(
@@ -60,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return up(ports, state_dir, os.environ, live=live, only=only)
     if args.command == "down":
         return down(state_dir)
+    if args.command == "restart":
+        return restart(state_dir, args.process, args.timeout)
     return asyncio.run(status(ports, state_dir, os.environ))
 
 
@@ -152,6 +166,52 @@ def down(state_dir: Path, timeout: float = 60.0) -> int:
     return 0
 
 
+def restart(state_dir: Path, name: str, timeout_s: float = RESTART_TIMEOUT) -> int:
+    """0 once `name` runs again and is ready, 1 if it is not, 2 if there is nothing to ask."""
+    state = read_state(state_dir) or {}
+    pid, procs = state.get("supervisor_pid"), state.get("processes")
+    if not isinstance(pid, int) or not alive(pid) or not isinstance(procs, dict):
+        print(f"no stack runs from {state_dir}", file=sys.stderr)
+        return 2
+    before = procs.get(name)
+    if not isinstance(before, dict):
+        print(f"unknown process {name!r}; known: {sorted(procs)}", file=sys.stderr)
+        return 2
+    if before.get("state") not in control.RESTARTABLE:
+        print(f"{name} is {before.get('state')}; only a started process restarts", file=sys.stderr)
+        return 1
+    control.send(state_dir, pid, name)
+    if failure := _await_restart(state_dir, name, before, timeout_s):
+        print(failure, file=sys.stderr)
+        return 1
+    print(f"{name} restarted and ready")
+    return 0
+
+
+def _await_restart(
+    state_dir: Path, name: str, before: Mapping[str, object], timeout_s: float
+) -> str | None:
+    """None once `name` started again and is ready; else why it is not."""
+    seen = before.get("restarts")
+    seen = seen if isinstance(seen, int) else 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = read_state(state_dir) or {}
+        if not alive(state.get("supervisor_pid")) or state.get("state") in ("stopping", "stopped"):
+            return "the stack stopped"
+        procs = state.get("processes")
+        proc = procs.get(name) if isinstance(procs, dict) else None
+        restarts = proc.get("restarts") if isinstance(proc, dict) else None
+        if not isinstance(proc, dict) or not isinstance(restarts, int) or restarts <= seen:
+            continue
+        if proc.get("state") == "ready":
+            return None
+        if proc.get("state") in ("restarting", "crashloop", "failed"):
+            return f"{name} is {proc['state']}: {proc.get('detail') or ''}"
+    return f"{name} was not ready again within {timeout_s:.0f}s"
+
+
 async def status(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> int:
     state = read_state(state_dir)
     if state is None:
@@ -164,9 +224,15 @@ async def status(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> i
     healthy = running
     for name, proc in procs.items() if isinstance(procs, dict) else ():
         row: dict[str, object] = dict(proc)
+        recorded = str(row.get("state"))
         if not alive(row.get("pid")):
-            row["state"] = "dead" if running else str(row.get("state"))
+            # Waiting out a backoff or left down is what the supervisor knows; any other
+            # state without its process is a death it has not seen yet (or cannot see).
+            kept = not running or recorded in ("waiting", "restarting", "crashloop", "failed")
+            row["state"] = recorded if kept else "dead"
             healthy = False
+        elif recorded != "ready":
+            healthy = False  # starting again, or stopping
         elif name in checks:
             ok = await checks[name]()
             row["state"] = "healthy" if ok else "unhealthy"

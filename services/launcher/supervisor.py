@@ -1,9 +1,14 @@
-"""Starts a stack in dependency order, watches it, and stops it leaving nothing behind.
+"""Starts a stack in dependency order, keeps it up, and stops it leaving nothing behind.
 
 Each child runs in its own session (process group) so Ctrl-C reaches only the
 supervisor, which then stops dependents before what they depend on; the kernel sends
 the child SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG), and stopping kills
 the whole group so helpers a child spawned (Triton's Python stubs) go too.
+
+A process that dies before its first ready fails the stack's start. One that dies after
+it is started again, alone, with the same argv, environment and ports (`restart.py`
+says when); what depends on it is not restarted but reconnects by itself, as it would
+in Kubernetes. `switchboard restart <name>` asks for a restart by hand (`control.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import control
+from .restart import RestartPolicy, Restarts
 from .stack import ProcessSpec
 
 STOP_GRACE = 10.0
@@ -28,7 +35,9 @@ _PR_SET_PDEATHSIG = 1
 @dataclass
 class ProcState:
     name: str
-    state: str = "waiting"  # waiting, starting, ready, failed, exited, stopping, stopped
+    # waiting, starting, ready, restarting (waiting out its backoff), crashloop (died too
+    # often; left down), failed (never became ready), stopping, stopped
+    state: str = "waiting"
     pid: int | None = None
     ports: tuple[int, ...] = ()
     log: str = ""
@@ -36,6 +45,10 @@ class ProcState:
     ready_at: float | None = None
     exit_code: int | None = None
     detail: str = ""
+    # Starts after the first, automatic and by hand.
+    restarts: int = 0
+    # The exit status of the last death as asyncio reports it (negative: the signal).
+    last_exit: int | None = None
 
 
 def _die_with_parent() -> None:
@@ -55,17 +68,22 @@ class Supervisor:
         state_dir: Path,
         base_port: int,
         on_change: Callable[[Supervisor], None] = lambda _: None,
+        policy: RestartPolicy | None = None,
     ) -> None:
         self.specs = list(specs)
         self.state_dir = state_dir
         self.base_port = base_port
         self.on_change = on_change
+        self.policy = policy or RestartPolicy()
         self.stack_state = "starting"
         self.procs = {s.name: ProcState(s.name, ports=s.ports) for s in specs}
         self._ready = {s.name: asyncio.Event() for s in specs}
+        self._requests = {s.name: asyncio.Event() for s in specs}
         self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._ready_since: dict[str, float] = {}
+        self._supervised: set[str] = set()
+        self._lives: list[asyncio.Task[None]] = []
         self._failed = asyncio.Event()
-        self._watchers: set[asyncio.Task[None]] = set()
         self.logs = state_dir / "logs"
 
     def _changed(self) -> None:
@@ -83,9 +101,19 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> int:
         """Brings the stack up and keeps it until `stop`; 1 if it never became ready."""
         self.logs.mkdir(parents=True, exist_ok=True)
+        control.take(self.state_dir)  # requests left for an earlier stack
+        loop = asyncio.get_running_loop()
+        # Before state.json names our pid: the signal's default action would end us.
+        loop.add_signal_handler(control.SIGNAL, self._take_requests)
+        try:
+            return await self._run(stop)
+        finally:
+            loop.remove_signal_handler(control.SIGNAL)
+
+    async def _run(self, stop: asyncio.Event) -> int:
         self._changed()
-        starters = [asyncio.create_task(self._start(spec)) for spec in self.specs]
-        up = asyncio.create_task(asyncio.wait(starters))
+        self._lives = [asyncio.create_task(self._life(spec)) for spec in self.specs]
+        up = asyncio.create_task(self._all_ready())
         failed = asyncio.create_task(self._failed.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({up, failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,20 +122,127 @@ class Supervisor:
             self._changed()
             await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
         rc = 1 if self._failed.is_set() and self.stack_state != "ready" else 0
-        for task in (*starters, up, failed, stopped):
+        for task in (up, failed, stopped):
             task.cancel()
         await self.shutdown()
         return rc
 
-    async def _start(self, spec: ProcessSpec) -> None:
+    async def _all_ready(self) -> None:
+        for ready in self._ready.values():
+            await ready.wait()
+
+    def request_restart(self, name: str) -> bool:
+        """Restart `name` now (gracefully); False unless it is past its first start."""
+        if name not in self._supervised:
+            return False
+        self._requests[name].set()
+        return True
+
+    def _take_requests(self) -> None:
+        for name in control.take(self.state_dir):
+            self.request_restart(name)
+
+    async def _life(self, spec: ProcessSpec) -> None:
+        """One process from its first start until the stack stops."""
         proc = self.procs[spec.name]
         for need in spec.needs:
             await self._ready[need].wait()
+        try:
+            child = await self._spawn(spec, proc)
+        except Exception as exc:  # noqa: BLE001 - any start failure fails the stack, shown
+            return self._fail(proc, f"could not start: {exc}")
+        if failure := await self._until_ready(spec, proc, child):
+            return self._fail(proc, failure)
+        self._ready[spec.name].set()
+        await self._supervise(spec, proc, child)
+
+    async def _supervise(
+        self, spec: ProcessSpec, proc: ProcState, child: asyncio.subprocess.Process
+    ) -> None:
+        """After the first ready: whatever ends the child, start it again.
+
+        A death waits out its backoff (or stops restarts: crashloop); a restart by hand
+        stops the child gracefully and starts it at once, and forgives earlier deaths.
+        A restart that dies or times out before ready counts as a death."""
+        request, restarts = self._requests[spec.name], Restarts(self.policy)
+        self._supervised.add(spec.name)
+        current: asyncio.subprocess.Process | None = child
+        delay: float | None = 0.0
+        while True:
+            if current is not None:
+                if await _exit_or_request(current, request):
+                    await self._stop(proc, current)
+                    self._ready_since.pop(spec.name, None)
+                    restarts.forgive()
+                    delay = 0.0
+                else:
+                    delay = self._died(proc, current, restarts, "exited")
+            if delay is None:
+                proc.state = "crashloop"
+                proc.detail = (
+                    f"more than {self.policy.crashloop_deaths} deaths within "
+                    f"{self.policy.crashloop_window_s:.0f}s; last: {proc.detail}"
+                )
+                self._changed()
+                await request.wait()
+                restarts.forgive()
+            elif delay > 0:
+                proc.state = "restarting"
+                proc.detail = f"{proc.detail}; restart in {delay:.1f}s"
+                self._changed()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(request.wait(), delay)
+                    restarts.forgive()
+            request.clear()
+            proc.restarts += 1
+            current, delay = await self._restart(spec, proc, restarts)
+
+    async def _restart(
+        self, spec: ProcessSpec, proc: ProcState, restarts: Restarts
+    ) -> tuple[asyncio.subprocess.Process | None, float | None]:
+        """(the child, started again and ready, 0) or (None, the delay after this death)."""
+        try:
+            child = await self._spawn(spec, proc)
+        except Exception as exc:  # noqa: BLE001 - shown, and retried like a death
+            return None, self._died(proc, None, restarts, f"could not start: {exc}")
+        if failure := await self._until_ready(spec, proc, child):
+            if child.returncode is None:
+                kill_group(child.pid, signal.SIGKILL)
+                await child.wait()
+            return None, self._died(proc, child, restarts, failure)
+        return child, 0.0
+
+    def _died(
+        self,
+        proc: ProcState,
+        child: asyncio.subprocess.Process | None,
+        restarts: Restarts,
+        detail: str,
+    ) -> float | None:
+        """Records a death; the delay before the next start, None for a crash loop."""
+        now = time.monotonic()
+        ready_for = now - self._ready_since.pop(proc.name, now)
+        if child is not None:
+            # Whatever the child left in its group (stubs, helpers) goes with it.
+            kill_group(child.pid, signal.SIGKILL)
+            proc.exit_code = proc.last_exit = child.returncode
+            if detail == "exited":
+                detail = f"exited with {child.returncode}"
+        proc.detail = detail
+        return restarts.died(now, ready_for)
+
+    async def _spawn(self, spec: ProcessSpec, proc: ProcState) -> asyncio.subprocess.Process:
         log_path = self.logs / f"{spec.name}.log"
         proc.log, proc.state, proc.started_at = str(log_path), "starting", time.time()
-        try:
-            with log_path.open("wb") as log:
-                child = await asyncio.create_subprocess_exec(
+        proc.ready_at = None
+        self._changed()
+        # A restart appends: the log of the death is what the next reader wants.
+        with log_path.open("ab" if proc.restarts else "wb") as log:
+            if proc.restarts:
+                log.write(f"--- switchboard: restart {proc.restarts} ---\n".encode())
+                log.flush()
+            starting = asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
                     *spec.argv(),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
@@ -116,46 +251,48 @@ class Supervisor:
                     start_new_session=True,
                     preexec_fn=_die_with_parent,
                 )
-        except Exception as exc:  # noqa: BLE001 - any start failure fails the stack, shown
-            return self._fail(proc, f"could not start: {exc}")
+            )
+            try:
+                child = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                # Stopped while forking: the child must still be stopped with the rest.
+                with contextlib.suppress(Exception):
+                    self._children[spec.name] = await starting
+                raise
         self._children[spec.name] = child
         proc.pid = child.pid
         self._changed()
-        self._watchers.add(asyncio.create_task(self._watch_exit(spec.name, child)))
-        await self._await_ready(spec, proc, child)
+        return child
 
-    async def _await_ready(
+    async def _until_ready(
         self, spec: ProcessSpec, proc: ProcState, child: asyncio.subprocess.Process
-    ) -> None:
+    ) -> str | None:
+        """None once the child passes its check; else why it did not."""
         deadline = time.monotonic() + spec.ready_timeout
         while time.monotonic() < deadline:
             if child.returncode is not None:
-                return self._fail(proc, f"exited with {child.returncode} before ready")
-            if await spec.check():
-                proc.state, proc.ready_at = "ready", time.time()
-                self._ready[spec.name].set()
+                return f"exited with {child.returncode} before ready"
+            if await _passes(spec) and child.returncode is None:
+                proc.state, proc.ready_at, proc.detail = "ready", time.time(), ""
+                self._ready_since[spec.name] = time.monotonic()
                 self._changed()
                 return None
             await asyncio.sleep(0.25)
-        return self._fail(proc, f"not ready after {spec.ready_timeout:.0f}s")
+        return f"not ready after {spec.ready_timeout:.0f}s"
 
     def _fail(self, proc: ProcState, detail: str) -> None:
         proc.state, proc.detail = "failed", detail
         self._failed.set()
         self._changed()
 
-    async def _watch_exit(self, name: str, child: asyncio.subprocess.Process) -> None:
-        code = await child.wait()
-        proc = self.procs[name]
-        proc.exit_code = code
-        if proc.state not in ("stopping", "stopped", "failed"):
-            proc.state, proc.detail = "exited", f"exited unexpectedly with {code}"
-            self._changed()
-
     async def shutdown(self) -> None:
-        """Dependents first: Envoy and the edge go before what they call."""
+        """No restart may race the stop; then dependents first: Envoy and the edge go
+        before what they call."""
         self.stack_state = "stopping"
         self._changed()
+        for life in self._lives:
+            life.cancel()
+        await asyncio.gather(*self._lives, return_exceptions=True)
         for spec in reversed(self.specs):
             child = self._children.get(spec.name)
             if child is not None:
@@ -175,10 +312,30 @@ class Supervisor:
                 await child.wait()
         # Whatever the child left in its group (stubs, helpers) must not outlive it.
         kill_group(child.pid, signal.SIGKILL)
-        if proc.state not in ("exited", "failed"):
+        if proc.state not in ("failed", "crashloop"):
             proc.state = "stopped"
         proc.exit_code = child.returncode
         self._changed()
+
+
+async def _passes(spec: ProcessSpec) -> bool:
+    # A check that raises must not end the process's supervision: it is just not ready.
+    try:
+        return await spec.check()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+async def _exit_or_request(child: asyncio.subprocess.Process, request: asyncio.Event) -> bool:
+    """Waits until the child exits (False) or a restart is asked for (True)."""
+    exited = asyncio.create_task(child.wait())
+    asked = asyncio.create_task(request.wait())
+    try:
+        done, _ = await asyncio.wait({exited, asked}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exited.cancel()
+        asked.cancel()
+    return asked in done
 
 
 def read_state(state_dir: Path) -> dict[str, object] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,8 +17,9 @@ _STYLE = {
     "waiting": "dim",
     "stopping": "yellow",
     "stopped": "dim",
+    "restarting": "bold yellow",
+    "crashloop": "bold red",
     "failed": "bold red",
-    "exited": "bold red",
     "dead": "bold red",
     "unhealthy": "red",
 }
@@ -26,7 +28,16 @@ _STYLE = {
 def table(title: str, rows: Sequence[Mapping[str, object]], now: float | None = None) -> Table:
     now = time.time() if now is None else now
     out = Table(title=title, title_justify="left")
-    for column in ("process", "state", "pid", "ports", "up", "log / detail"):
+    for column in (
+        "process",
+        "state",
+        "pid",
+        "ports",
+        "up",
+        "restarts",
+        "last exit",
+        "log / detail",
+    ):
         out.add_column(column)
     for row in rows:
         state = str(row.get("state", ""))
@@ -39,9 +50,23 @@ def table(title: str, rows: Sequence[Mapping[str, object]], now: float | None = 
             str(row.get("pid") or ""),
             ",".join(str(p) for p in ports) if isinstance(ports, (list, tuple)) else "",
             up,
+            str(row.get("restarts") or 0),
+            exit_status(row.get("last_exit")),
             str(row.get("detail") or row.get("log") or ""),
         )
     return out
+
+
+def exit_status(code: object) -> str:
+    """An exit status as asyncio reports it: -9 is "SIGKILL", 3 is "3"."""
+    if not isinstance(code, int):
+        return ""
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return str(code)
 
 
 class LinePrinter:
