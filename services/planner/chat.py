@@ -29,8 +29,9 @@ from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import NotFound, SwitchboardError, Unavailable
 
 from . import ids
-from .activities import application_error, enter_job
+from .activities import enter_job
 from .chatflow import APPEND_TURN, LOAD_SESSION
+from .outage import application_error
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class ChatSessionNotFound(NotFound):
     reason = "CHAT_SESSION_NOT_FOUND"
 
 
+class ChatStoreUnavailable(Unavailable):
+    reason = "CHAT_STORE_UNAVAILABLE"
+
+
 def _key(client_id: str, session_id: str, part: str) -> str:
     return f"sb:chat:{{{client_id}/{session_id}}}:{part}"
 
@@ -70,7 +75,7 @@ def _reachable() -> Iterator[None]:
     try:
         yield
     except (valkey_errors.ConnectionError, valkey_errors.TimeoutError) as e:
-        raise Unavailable("the chat session store is unavailable; retry later") from e
+        raise ChatStoreUnavailable("the chat session store is unavailable; retry later") from e
 
 
 class ChatSessions:

@@ -35,11 +35,12 @@ APPEND_TURN = "append_turn"
 GENERATE_STAGE = "generate"
 
 SESSION_START_TO_CLOSE = timedelta(seconds=10)
-# Before the generation nothing is lost by giving up: a few attempts, then the job fails.
+# Unlimited here: the worker's activity decides (an outage of the chat store is waited out
+# up to the worker's horizon, anything else gets a few attempts; see `outage.py`).
 LOAD_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=5),
-    maximum_attempts=5,
+    maximum_attempts=0,
 )
 # After it the answer exists: keep trying (append_turn is idempotent) rather than lose it.
 APPEND_RETRY = RetryPolicy(

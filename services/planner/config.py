@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from switchboard.common.settings import Env, Secret
 
+from .outage import RetrySchedule
+
 DEFAULT_TASK_QUEUE = "switchboard-jobs"
 DEFAULT_CHROMA_URL = "http://127.0.0.1:8000"
 
@@ -115,6 +117,9 @@ class WorkerSettings:
     # session's window is kept.
     chat_window_messages: int = 10
     chat_window_ttl_seconds: int = 1800
+    # How long an unavailable dependency is waited out before a job fails, and the backoff
+    # between attempts (see outage.py).
+    retry: RetrySchedule = field(default_factory=RetrySchedule)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
@@ -133,4 +138,19 @@ class WorkerSettings:
             chroma_url=env.str("CHROMA_URL", DEFAULT_CHROMA_URL),
             chat_window_messages=env.int("CHAT_WINDOW_MESSAGES", 10),
             chat_window_ttl_seconds=env.int("CHAT_WINDOW_TTL_SECONDS", 1800),
+            retry=_retry(env),
         )
+
+
+def _retry(env: Env) -> RetrySchedule:
+    schedule = RetrySchedule(
+        horizon_seconds=env.float("OUTAGE_HORIZON_S", 300.0),
+        initial_interval_seconds=env.float("RETRY_INITIAL_INTERVAL_S", 1.0),
+        max_interval_seconds=env.float("RETRY_MAX_INTERVAL_S", 15.0),
+        max_attempts=env.int("RETRY_MAX_ATTEMPTS", 3),
+    )
+    if min(schedule.horizon_seconds, schedule.initial_interval_seconds) < 0:
+        raise ValueError("SWITCHBOARD_WORKER_OUTAGE_HORIZON_S and _RETRY_* must not be negative")
+    if schedule.max_attempts < 1 or schedule.max_interval_seconds <= 0:
+        raise ValueError("SWITCHBOARD_WORKER_RETRY_MAX_* must be positive")
+    return schedule

@@ -68,11 +68,12 @@ CHUNK_START_TO_CLOSE = timedelta(minutes=2)
 INDEX_START_TO_CLOSE = timedelta(minutes=15)
 INDEX_HEARTBEAT = timedelta(minutes=2)
 SEARCH_START_TO_CLOSE = timedelta(minutes=1)
-# A Chroma or inference outage is waited out for about a minute, then the job fails.
+# Unlimited here: the worker's activity decides (a Chroma or inference outage is waited out
+# up to the worker's horizon, anything else gets a few attempts; see `outage.py`).
 DOCUMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=15),
-    maximum_attempts=6,
+    maximum_attempts=0,
     non_retryable_error_types=_NOT_RETRYABLE,
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")

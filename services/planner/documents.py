@@ -24,7 +24,7 @@ from switchboard.common import telemetry
 from switchboard.common.errors import InvalidArgument, SwitchboardError, from_rpc_error
 
 from . import chunking, ids
-from .activities import application_error, enter_job
+from .activities import enter_job
 from .documentflow import (
     CHUNK_TEXT,
     EXTRACT_DOCUMENT,
@@ -39,6 +39,7 @@ from .documentflow import (
     chunk_sizes,
 )
 from .events import EventLog, job_event
+from .outage import application_error
 from .vectors import VectorStore
 
 log = logging.getLogger(__name__)

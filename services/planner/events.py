@@ -11,8 +11,11 @@ reader (`hub.StreamHub`), which reads every watched log with one blocking XREAD.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -27,11 +30,14 @@ from . import ids
 from .errors import EventLogUnavailable, InvalidCursor
 from .hub import Feed, Position, StreamHub
 
+log = logging.getLogger(__name__)
+
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 _FIELD = b"e"
 MAX_BLOCK_SECONDS = 2.0
 REPLAY_BATCH = 500
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+MAX_STREAM_PART = 2**64 - 1
 
 # Appends a state change unless this state was already logged; returns the entry id either way.
 _APPEND_STATE = """
@@ -45,12 +51,31 @@ return id
 """
 
 
+# Appends an event once per token (a `log` event kept while the log was down, appended when it
+# is back: a retry after a lost reply must not add it twice); returns the entry id either way.
+_APPEND_ONCE = """
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if id then return id end
+id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return id
+"""
+# What one process keeps of `log` events the log could not take.
+BACKLOG_PER_JOB = 100
+BACKLOG_JOBS = 10_000
+
+
 def stream_key(wid: str) -> str:
     return f"sb:{{{wid}}}:events"
 
 
 def _states_key(wid: str) -> str:
     return f"sb:{{{wid}}}:states"
+
+
+def _once_key(wid: str) -> str:
+    return f"sb:{{{wid}}}:once"
 
 
 def parse_cursor(cursor: str) -> tuple[int, int]:
@@ -60,7 +85,11 @@ def parse_cursor(cursor: str) -> tuple[int, int]:
     match = _CURSOR.match(cursor)
     if match is None:
         raise InvalidCursor(f"malformed cursor {cursor!r}; use a JobEvent.cursor")
-    return int(match.group(1)), int(match.group(2))
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > MAX_STREAM_PART or seq > MAX_STREAM_PART:
+        # Valkey's stream ids are two unsigned 64-bit parts; it would refuse this one.
+        raise InvalidCursor(f"cursor {cursor!r} is out of range; use a JobEvent.cursor")
+    return ms, seq
 
 
 def now() -> timestamp_pb2.Timestamp:
@@ -80,7 +109,7 @@ def is_terminal(event: events_pb2.JobEvent) -> bool:
 
 
 @contextlib.contextmanager
-def _reachable() -> Iterator[None]:
+def reachable() -> Iterator[None]:
     try:
         yield
     except (valkey_errors.ConnectionError, valkey_errors.TimeoutError) as e:
@@ -109,6 +138,10 @@ class EventLog:
         self._open_ttl = open_ttl_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._append_state = client.register_script(_APPEND_STATE)
+        self._append_once = client.register_script(_APPEND_ONCE)
+        # Per job, in order: (token, serialized event) of `log` events not yet appended.
+        self._backlog: dict[str, list[tuple[str, bytes]]] = {}
+        self._flushing = asyncio.Lock()
         self.hub: StreamHub[events_pb2.JobEvent] = StreamHub(
             client,
             _decode,
@@ -122,8 +155,9 @@ class EventLog:
         return self._client
 
     async def append(self, wid: str, event: events_pb2.JobEvent) -> str:
-        """Appends any event; returns its cursor."""
-        with _reachable():
+        """Appends any event (after the job's kept `log` events); returns its cursor."""
+        await self._flush(wid)
+        with reachable():
             entry_id = await self._client.xadd(
                 stream_key(wid), {_FIELD: event.SerializeToString()}, maxlen=self._maxlen
             )
@@ -134,24 +168,69 @@ class EventLog:
         state = event.state_changed.state
         ttl = self._terminal_ttl if state in TERMINAL_STATES else self._open_ttl
         args: list[bytes | str | int] = [state, event.SerializeToString(), self._maxlen, ttl]
-        with _reachable():
+        await self._flush(wid)
+        with reachable():
             entry_id = await self._append_state(keys=[stream_key(wid), _states_key(wid)], args=args)
         return _text(entry_id)
 
+    async def append_log(self, wid: str, event: events_pb2.JobEvent) -> bool:
+        """Appends a `log` event, or keeps it when the log is unavailable: kept events are
+        appended (in order, each once) before the job's next event from this process.
+        False when it was kept."""
+        self._backlog.setdefault(wid, []).append((uuid.uuid4().hex, event.SerializeToString()))
+        self._bound(wid)
+        try:
+            await self._flush(wid)
+        except EventLogUnavailable:
+            log.warning("log event kept until the event log is back")
+            return False
+        return True
+
+    def kept(self, wid: str) -> int:
+        """How many `log` events of the job wait for the log."""
+        return len(self._backlog.get(wid, ()))
+
+    async def _flush(self, wid: str) -> None:
+        """Appends the job's kept `log` events, oldest first; raises EventLogUnavailable (and
+        keeps the rest) when the log is still down."""
+        if wid not in self._backlog:
+            return
+        async with self._flushing:
+            pending = self._backlog.get(wid, [])
+            while pending:
+                token, data = pending[0]
+                args: list[bytes | str | int] = [token, data, self._maxlen, self._open_ttl]
+                with reachable():
+                    await self._append_once(keys=[stream_key(wid), _once_key(wid)], args=args)
+                pending.pop(0)
+            self._backlog.pop(wid, None)
+
+    def _bound(self, wid: str) -> None:
+        pending = self._backlog[wid]
+        if len(pending) > BACKLOG_PER_JOB:
+            del pending[0]
+            log.warning("kept log events over the limit: the oldest dropped")
+        while len(self._backlog) > BACKLOG_JOBS:
+            del self._backlog[next(iter(self._backlog))]
+            log.warning("kept log events of too many jobs: a job's dropped")
+
     async def exists(self, wid: str) -> bool:
-        with _reachable():
+        with reachable():
             return bool(await self._client.exists(stream_key(wid)))
 
     async def terminal_cursor(self, wid: str) -> str | None:
         """The cursor of the job's terminal event; None while there is none (or it expired)."""
-        with _reachable():
+        with reachable():
             # valkey types hash commands for its sync and async clients at once.
             pending = self._client.hmget(_states_key(wid), sorted(TERMINAL_STATES))
             found = await cast(Awaitable[list[bytes | None]], pending)
         return next((_text(entry_id) for entry_id in found if entry_id), None)
 
     async def watch(self, wid: str, after_cursor: str) -> AsyncGenerator[events_pb2.JobEvent, None]:
-        """Events after the cursor, stored then live, ending after the terminal event.
+        """Events after the cursor, stored then live, ending after the terminal event; a
+        watch that starts (or resumes) once the job has ended replays the whole stored log
+        after the cursor, also what was logged after the terminal event (the webhook's
+        `webhook` events), and ends there.
 
         Yields a `gap` when the log was trimmed past the watcher's position: first, for an
         expired cursor, or later, when a slow watcher fell more than the log keeps behind. A
@@ -161,15 +240,17 @@ class EventLog:
         parse_cursor(after_cursor)
         cursor = after_cursor or "0-0"
         name = ids.job_name(ids.split_workflow_id(wid)[1])
-        with _reachable():
+        with reachable():
             feed = await self.hub.subscribe(stream_key(wid))
         try:
+            ended = False
             while True:
                 async for event in self._stored(wid, cursor):
                     yield event
                     cursor = event.cursor or cursor  # a gap has none
-                    if is_terminal(event):
-                        return
+                    ended = ended or is_terminal(event)
+                if ended or await self._ended_before(wid, cursor):
+                    return
                 async for event in self._live(feed, name, parse_cursor(cursor)):
                     yield event
                     cursor = event.cursor or cursor
@@ -180,6 +261,11 @@ class EventLog:
         finally:
             await self.hub.unsubscribe(feed)
 
+    async def _ended_before(self, wid: str, cursor: str) -> bool:
+        """Whether the job's terminal event is at or before the cursor."""
+        end = await self.terminal_cursor(wid)
+        return end is not None and parse_cursor(cursor) >= parse_cursor(end)
+
     async def _stored(self, wid: str, cursor: str) -> AsyncIterator[events_pb2.JobEvent]:
         """The stored events after the cursor, up to the end of the log as it is now; a `gap`
         first whenever the log was trimmed past the cursor (checked before every batch: a slow
@@ -188,7 +274,9 @@ class EventLog:
             gap = await self._gap(wid, cursor)
             if gap is not None:
                 yield gap
-            with _reachable():
+            if parse_cursor(cursor) == (MAX_STREAM_PART, MAX_STREAM_PART):
+                return  # the last id there can be: nothing follows (and Valkey refuses `(` it)
+            with reachable():
                 entries = await self._client.xrange(
                     stream_key(wid), min=f"({cursor}", count=REPLAY_BATCH
                 )
@@ -218,7 +306,7 @@ class EventLog:
 
     async def _gap(self, wid: str, cursor: str) -> events_pb2.JobEvent | None:
         """A gap event when entries after the cursor may have been trimmed away."""
-        with _reachable():
+        with reachable():
             try:
                 info: dict[str, Any] = await self._client.xinfo_stream(stream_key(wid))
             except valkey_errors.ResponseError:

@@ -12,6 +12,11 @@ stored history itself (XRANGE) and drops live entries at or before its cursor, s
 over has no gap and no duplicate. A feed that falls `limit` entries behind stops queueing
 and is marked overflowed: its watcher re-reads the log from its own cursor instead of
 stalling the reader (and every other watcher) or losing entries.
+
+When Valkey goes away (a restart), the reader reconnects with backoff (0.1 s doubling to
+2 s) and reads on from the positions it had, so its watchers see every entry once and only
+a pause (with heartbeats); only an outage longer than `outage_seconds` fails the watchers
+(EVENT_LOG_UNAVAILABLE, a retryable UNAVAILABLE that a client resumes from its cursor).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ Position = tuple[int, int]  # an entry id `<ms>-<seq>` as a comparable pair
 Decode = Callable[[str, dict[bytes, bytes]], T]
 READ_COUNT = 512  # entries per log per XREAD
 WAKE_MAX_DELAY_S = 0.05
+RECONNECT_INITIAL_S = 0.1
+RECONNECT_MAX_S = 2.0
+DEFAULT_OUTAGE_S = 300.0
+_LOST = (valkey_errors.ConnectionError, valkey_errors.TimeoutError)
 
 
 def position(entry_id: str) -> Position:
@@ -98,8 +107,10 @@ class StreamHub(Generic[T]):
         block_ms: int,
         queue_limit: int = 1024,
         on_error: Callable[[Exception], Exception] = lambda e: e,
+        outage_seconds: float = DEFAULT_OUTAGE_S,
     ) -> None:
         self._client = client
+        self._outage_seconds = outage_seconds
         self._decode = decode
         self._block_ms = block_ms
         self._queue_limit = queue_limit
@@ -110,7 +121,9 @@ class StreamHub(Generic[T]):
         self._reader_id: int | None = None
         self._changes = 0  # bumped whenever a log is added
         self._seen = 0  # the changes that the reader's current XREAD includes
-        # For tests and benchmarks: readers started, XREADs sent, feeds that overflowed.
+        # For tests and benchmarks: readers started, XREADs sent, feeds that overflowed,
+        # reconnections after Valkey went away.
+        self.reconnects = 0
         self.readers_started = 0
         self.reads = 0
         self.overflows = 0
@@ -185,14 +198,33 @@ class StreamHub(Generic[T]):
 
     async def _run(self) -> None:
         reader = self._client.client()  # one connection of the pool, held by the reader
+        loop = asyncio.get_running_loop()
+        lost_since: float | None = None
+        delay = RECONNECT_INITIAL_S
         try:
-            self._reader_id = int(await reader.client_id())
             while self._feeds:
-                self._seen = self._changes
-                self.reads += 1
-                reply = await reader.xread(
-                    dict(self._positions), count=READ_COUNT, block=self._block_ms
-                )
+                try:
+                    if self._reader_id is None:
+                        self._reader_id = int(await reader.client_id())
+                    self._seen = self._changes
+                    self.reads += 1
+                    reply = await reader.xread(
+                        dict(self._positions), count=READ_COUNT, block=self._block_ms
+                    )
+                except _LOST as e:
+                    # A dropped connection reconnects on the next command.
+                    self._reader_id = None
+                    lost_since = loop.time() if lost_since is None else lost_since
+                    if loop.time() - lost_since >= self._outage_seconds:
+                        raise
+                    log.info("event log reader reconnecting", extra={"fields": {"error": repr(e)}})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+                if lost_since is not None:
+                    lost_since, delay = None, RECONNECT_INITIAL_S
+                    self.reconnects += 1
+                    log.info("event log reader reconnected")
                 self._dispatch(reply or [])
         except Exception as e:  # noqa: BLE001 - handed to every watcher, not swallowed
             log.warning("event log reader failed", extra={"fields": {"error": repr(e)}})

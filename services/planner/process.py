@@ -1,4 +1,5 @@
-"""What both planner processes share: a traced Temporal connection and waiting for a signal."""
+"""What both planner processes share: a traced Temporal connection, a Valkey client that
+rides out a restart of Valkey, and waiting for a signal."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
+from valkey import exceptions as valkey_errors
+from valkey.asyncio import Valkey
+from valkey.asyncio.retry import Retry
+from valkey.backoff import ExponentialBackoff
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,18 @@ async def connect_temporal(address: str, namespace: str, *, wait_seconds: float 
                 raise
             log.info("temporal not reachable yet", extra={"fields": {"error": str(e)}})
             await asyncio.sleep(1.0)
+
+
+def valkey_client(url: str) -> Valkey:
+    """The process's Valkey client. After Valkey restarts, every pooled connection is stale:
+    a command on one reconnects and is sent again (a few times, backing off), instead of
+    failing once per pooled connection. A longer outage fails the command (the callers
+    translate that into EVENT_LOG_UNAVAILABLE and the like, which activities wait out)."""
+    return Valkey.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        retry_on_error=[valkey_errors.ConnectionError, valkey_errors.TimeoutError],
+    )
 
 
 async def wait_for_stop() -> str:

@@ -51,7 +51,7 @@ async def serve(settings: Settings) -> None:
     temporal = await process.connect_temporal(
         settings.temporal_address, settings.temporal_namespace
     )
-    valkey_client = Valkey.from_url(settings.valkey_url)
+    valkey_client = process.valkey_client(settings.valkey_url)
     server, health_servicer = build(settings, temporal, valkey_client)
     await server.start()
     await set_serving(health_servicer, [SERVICE], True)

@@ -41,3 +41,20 @@ def test_worker_reads_its_own_prefix() -> None:
 def test_bad_number_names_the_variable() -> None:
     with pytest.raises(ValueError, match="SWITCHBOARD_PLANNER_PORT"):
         Settings.from_env({"SWITCHBOARD_PLANNER_PORT": "http"})
+
+
+def test_worker_outage_horizon_and_retry_schedule() -> None:
+    assert WorkerSettings.from_env({}).retry.horizon_seconds == 300.0
+    settings = WorkerSettings.from_env(
+        {
+            "SWITCHBOARD_WORKER_OUTAGE_HORIZON_S": "42",
+            "SWITCHBOARD_WORKER_RETRY_INITIAL_INTERVAL_S": "0.5",
+            "SWITCHBOARD_WORKER_RETRY_MAX_INTERVAL_S": "4",
+            "SWITCHBOARD_WORKER_RETRY_MAX_ATTEMPTS": "2",
+        }
+    )
+    retry = settings.retry
+    assert (retry.horizon_seconds, retry.max_attempts) == (42.0, 2)
+    assert [retry.delay(n).total_seconds() for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
+    with pytest.raises(ValueError, match="RETRY_MAX"):
+        WorkerSettings.from_env({"SWITCHBOARD_WORKER_RETRY_MAX_ATTEMPTS": "0"})

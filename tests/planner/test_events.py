@@ -141,6 +141,29 @@ def test_cursor_order_is_numeric() -> None:
     assert events.parse_cursor("5-10") > events.parse_cursor("5-9")
 
 
+TOP = 2**64 - 1  # the largest part of a Valkey stream id
+
+
+@pytest.mark.parametrize("cursor", [f"{TOP + 1}-0", f"0-{TOP + 1}", "99999999999999999999-1"])
+def test_cursor_beyond_valkeys_range_is_invalid(cursor: str) -> None:
+    with pytest.raises(InvalidCursor):
+        events.parse_cursor(cursor)
+
+
+@pytest.mark.asyncio
+async def test_cursor_at_the_top_of_valkeys_range_is_read_by_valkey(
+    valkey_client: Valkey,
+) -> None:
+    log, wid = EventLog(valkey_client, heartbeat_seconds=0.1), _wid()
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    assert events.parse_cursor(f"{TOP}-{TOP}") == (TOP, TOP)
+    watch = log.watch(wid, f"{TOP}-{TOP}")
+    async with asyncio.timeout(WAIT_S):
+        first = await anext(watch)  # nothing after it: Valkey took the id, silence follows
+        await watch.aclose()
+    assert first.HasField("heartbeat")
+
+
 @pytest.mark.asyncio
 async def test_an_abandoned_watch_leaves_the_client_usable(valkey_client: Valkey) -> None:
     log, wid = EventLog(valkey_client, heartbeat_seconds=30), _wid()
