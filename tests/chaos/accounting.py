@@ -30,6 +30,8 @@ class Account:
     regenerated: int = 0
     follower_mismatch: bool = False
     problems: list[str] = field(default_factory=list)
+    # time.monotonic() when the create was first sent.
+    started_at: float = 0.0
 
     @property
     def accepted(self) -> bool:
@@ -218,9 +220,16 @@ def table(accounts: Sequence[Account], faults: Sequence[Fault]) -> str:
     return "\n".join(out)
 
 
-def failures(accounts: Sequence[Account]) -> str:
+def lived_through(account: Account, faults: Sequence[Fault]) -> list[str]:
+    """The kills that came while the job ran (from its create to its terminal event)."""
+    end = account.followed.ended_at or float("inf")
+    return [f.process for f in faults if account.started_at <= f.killed_at <= end]
+
+
+def failures(accounts: Sequence[Account], faults: Sequence[Fault]) -> str:
     return "\n".join(
-        f"{a.spec.job_id} ({a.spec.pipeline}, kill {a.spec.fault}): {'; '.join(a.problems)}"
+        f"{a.spec.job_id} ({a.spec.pipeline}; killed while it ran: "
+        f"{', '.join(lived_through(a, faults)) or 'none'}): {'; '.join(a.problems)}"
         for a in accounts
         if a.bad
     )

@@ -22,6 +22,7 @@ class Fault:
     process: str
     old_pid: int
     new_pid: int | None = None
+    killed_at: float = field(default_factory=time.monotonic)
     # Accepted jobs of every wave so far that had not ended when the kill came.
     in_flight: int = 0
     # From the kill until the process (and then every other one) was ready again.

@@ -64,6 +64,8 @@ class Followed:
     # `gap` and `error` events: history the stream said it could not give.
     anomalies: list[str] = field(default_factory=list)
     terminal: str | None = None
+    # time.monotonic() when the terminal event arrived.
+    ended_at: float | None = None
 
 
 def auth(api_key: str) -> dict[str, str]:
@@ -145,7 +147,7 @@ async def _one_stream(
                 into.anomalies.append(f"gap {event.data}")
             into.events.append(event)
             if (state := event.terminal_state) is not None:
-                into.terminal = state
+                into.terminal, into.ended_at = state, time.monotonic()
                 return
         into.drops.append("stream ended before the job's end")
 
