@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import control
+from . import control, leftovers
 from .restart import RestartPolicy, Restarts
 from .stack import ProcessSpec
 
@@ -81,6 +81,7 @@ class Supervisor:
         self._requests = {s.name: asyncio.Event() for s in specs}
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._ready_since: dict[str, float] = {}
+        self._shared_memory: dict[str, set[Path]] = {}
         self._supervised: set[str] = set()
         self._lives: list[asyncio.Task[None]] = []
         self._failed = asyncio.Event()
@@ -225,6 +226,7 @@ class Supervisor:
         if child is not None:
             # Whatever the child left in its group (stubs, helpers) goes with it.
             kill_group(child.pid, signal.SIGKILL)
+            leftovers.remove(self._shared_memory.pop(proc.name, set()))
             proc.exit_code = proc.last_exit = child.returncode
             if detail == "exited":
                 detail = f"exited with {child.returncode}"
@@ -275,6 +277,7 @@ class Supervisor:
             if await _passes(spec) and child.returncode is None:
                 proc.state, proc.ready_at, proc.detail = "ready", time.time(), ""
                 self._ready_since[spec.name] = time.monotonic()
+                self._shared_memory[spec.name] = leftovers.shared_memory(child.pid)
                 self._changed()
                 return None
             await asyncio.sleep(0.25)
@@ -312,6 +315,7 @@ class Supervisor:
                 await child.wait()
         # Whatever the child left in its group (stubs, helpers) must not outlive it.
         kill_group(child.pid, signal.SIGKILL)
+        leftovers.remove(self._shared_memory.pop(proc.name, set()))
         if proc.state not in ("failed", "crashloop"):
             proc.state = "stopped"
         proc.exit_code = child.returncode

@@ -222,3 +222,36 @@ async def test_a_restart_that_dies_before_ready_counts_as_a_death(tmp_path: Path
     assert sup.stack_state == "ready", "a failed restart does not fail a running stack"
     stop.set()
     assert await asyncio.wait_for(task, 30) == 0
+
+
+@pytest.mark.asyncio
+async def test_shared_memory_of_a_killed_group_is_removed(tmp_path: Path) -> None:
+    names = tmp_path / "names"
+    # Like a Triton stub: a region in /dev/shm that only a graceful exit would remove.
+    code = (
+        "import time; from multiprocessing import shared_memory as s; "
+        "m = s.SharedMemory(create=True, size=4096); "
+        f"open({str(names)!r}, 'a').write(m.name + '\\n'); time.sleep(300)"
+    )
+
+    def lines() -> list[str]:
+        return names.read_text().split() if names.exists() else []
+
+    async def check() -> bool:
+        return len(lines()) > sup.procs["shm"].restarts
+
+    spec = ProcessSpec("shm", lambda: [sys.executable, "-c", code], check, env=dict(os.environ))
+    sup = Supervisor([spec], tmp_path, 1234, policy=FAST)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sup.run(stop))
+    await _until(lambda: sup.stack_state == "ready")
+    first = Path("/dev/shm") / lines()[0].lstrip("/")
+    assert first.exists()
+    pid = sup.procs["shm"].pid
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    await _until(lambda: sup.procs["shm"].restarts == 1 and sup.procs["shm"].state == "ready")
+    assert not first.exists()
+    stop.set()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert not (Path("/dev/shm") / lines()[1].lstrip("/")).exists()
