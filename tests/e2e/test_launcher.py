@@ -1,5 +1,6 @@
 """The launcher's promises on a second, separate stack: no collision with the first,
-a killed process shows in `status`, and `down` leaves no process behind."""
+a killed process comes back (and `status` says so), `restart` restarts one by hand, and
+`down` leaves no process behind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +44,13 @@ def _pids_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_second_stack_status_kill_and_down(mesh: Mesh, tmp_path: Path) -> None:
+def _worker(state_dir: Path) -> dict[str, Any]:
+    worker = json.loads((state_dir / "state.json").read_text())["processes"]["worker"]
+    assert isinstance(worker, dict)
+    return worker
+
+
+def test_second_stack_status_kill_restart_and_down(mesh: Mesh, tmp_path: Path) -> None:
     ports = free_block(start=mesh.ports.base + 64)
     state_dir = tmp_path / "second"
     up = start_stack(state_dir, ports)
@@ -52,18 +60,25 @@ def test_second_stack_status_kill_and_down(mesh: Mesh, tmp_path: Path) -> None:
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert mesh.state()["state"] == "ready", "the first stack is untouched"
 
-        state = json.loads((state_dir / "state.json").read_text())
-        victim = state["processes"]["worker"]["pid"]
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 30
+        victim = _worker(state_dir)["pid"]
+        os.killpg(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            status = _cli("status", *where)
-            if status.returncode != 0 and "dead" in status.stdout:
+            worker = _worker(state_dir)
+            if worker["pid"] != victim and worker["state"] == "ready":
                 break
             time.sleep(0.5)
-        assert status.returncode == 1
+        assert worker["restarts"] == 1 and worker["last_exit"] == -signal.SIGKILL, worker
+        status = _cli("status", *where)
+        assert status.returncode == 0, status.stdout + status.stderr
         worker_line = next(x for x in status.stdout.splitlines() if "worker" in x)
-        assert "dead" in worker_line
+        assert "healthy" in worker_line and "SIGKILL" in worker_line
+
+        restart = _cli("restart", "worker", *where)
+        assert restart.returncode == 0, restart.stderr
+        worker = _worker(state_dir)
+        assert worker["restarts"] == 2 and worker["state"] == "ready"
+        assert _cli("restart", "no-such-process", *where).returncode == 2
 
         down = _cli("down", *where)
         assert down.returncode == 0, down.stderr
