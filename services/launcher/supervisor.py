@@ -177,7 +177,7 @@ class Supervisor:
                     restarts.forgive()
                     delay = 0.0
                 else:
-                    delay = self._died(proc, current, restarts, "exited")
+                    delay = self._died(proc, current, restarts)
             if delay is None:
                 proc.state = "crashloop"
                 proc.detail = (
@@ -218,9 +218,10 @@ class Supervisor:
         proc: ProcState,
         child: asyncio.subprocess.Process | None,
         restarts: Restarts,
-        detail: str,
+        detail: str | None = None,
     ) -> float | None:
-        """Records a death; the delay before the next start, None for a crash loop."""
+        """Records a death (`detail`: why, if not just "exited"); the delay before the next
+        start, None for a crash loop."""
         now = time.monotonic()
         ready_for = now - self._ready_since.pop(proc.name, now)
         if child is not None:
@@ -228,9 +229,7 @@ class Supervisor:
             kill_group(child.pid, signal.SIGKILL)
             leftovers.remove(self._shared_memory.pop(proc.name, set()))
             proc.exit_code = proc.last_exit = child.returncode
-            if detail == "exited":
-                detail = f"exited with {child.returncode}"
-        proc.detail = detail
+        proc.detail = detail or f"exited with {proc.last_exit}"
         return restarts.died(now, ready_for)
 
     async def _spawn(self, spec: ProcessSpec, proc: ProcState) -> asyncio.subprocess.Process:
