@@ -42,11 +42,12 @@ def valkey_client(url: str) -> Valkey:
     a command on one reconnects and is sent again (a few times, backing off), instead of
     failing once per pooled connection. A longer outage fails the command (the callers
     translate that into EVENT_LOG_UNAVAILABLE and the like, which activities wait out)."""
-    return Valkey.from_url(
+    client: Valkey = Valkey.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         retry_on_error=[valkey_errors.ConnectionError, valkey_errors.TimeoutError],
     )
+    return client
 
 
 async def wait_for_stop() -> str:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -26,7 +27,10 @@ from switchboard.planner.outage import RetrySchedule
 
 from . import restartable
 from .fake_inference import FakeInference
+from .support import serving
 
+if TYPE_CHECKING:  # the async stub exists only in the type stubs
+    Stub = inference_pb2_grpc.InferenceServiceAsyncStub
 SCHEDULE = RetrySchedule(horizon_seconds=60, initial_interval_seconds=1, max_interval_seconds=15)
 
 
@@ -74,9 +78,7 @@ def test_other_failures_keep_a_small_budget() -> None:
 
 
 @pytest_asyncio.fixture
-async def fake() -> AsyncIterator[tuple[FakeInference, inference_pb2_grpc.InferenceServiceStub]]:
-    from .support import serving
-
+async def fake() -> AsyncIterator[tuple[FakeInference, Stub]]:
     servicer = FakeInference()
     async with serving(servicer) as address:
         channel = grpc.aio.insecure_channel(address)
@@ -112,7 +114,7 @@ async def _stored(client: Valkey, wid: str) -> list[events_pb2.JobEvent]:
 @pytest.mark.asyncio
 async def test_a_retry_after_a_lost_completion_returns_the_recorded_generation(
     valkey_client: Valkey,
-    fake: tuple[FakeInference, inference_pb2_grpc.InferenceServiceStub],
+    fake: tuple[FakeInference, Stub],
 ) -> None:
     servicer, stub = fake
     activities = Activities(stub, EventLog(valkey_client))

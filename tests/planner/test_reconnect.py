@@ -16,10 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+from temporalio.client import Client
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
-from switchboard.planner import process
+from switchboard.planner import events, ids, process
 from switchboard.planner.events import TERMINAL_STATES
 
 from ..stack import free_ports
@@ -48,8 +49,6 @@ def _real(seen: list[events_pb2.JobEvent]) -> list[events_pb2.JobEvent]:
 
 
 async def _stored(planner: Planner, name: str) -> list[events_pb2.JobEvent]:
-    from switchboard.planner import events, ids
-
     key = events.stream_key(ids.workflow_id(planner.client_id, ids.job_id_of(name)))
     entries = await planner.valkey.xrange(key)
     found = []
@@ -63,11 +62,8 @@ async def _stored(planner: Planner, name: str) -> list[events_pb2.JobEvent]:
 @pytest.mark.asyncio
 @pytest.mark.timeout(90)
 async def test_valkey_restart_mid_generation_delays_the_job_and_loses_no_event(
-    own_valkey: restartable.Restartable, temporal_client: object
+    own_valkey: restartable.Restartable, temporal_client: Client
 ) -> None:
-    from temporalio.client import Client
-
-    assert isinstance(temporal_client, Client)
     client = process.valkey_client(f"valkey://{own_valkey.address}/0")
     fake = PacedInference()
     queue = f"test-{uuid.uuid4().hex}"
