@@ -76,6 +76,11 @@ async def webhook_forbidden(planner: Planner) -> str:
     return await _finished(planner, request)
 
 
+async def webhook_refused(planner: Planner) -> str:
+    """Since the webhook-delivery-status patch: the job shows the refusal, and logs it."""
+    return await webhook_forbidden(planner)
+
+
 async def cancelled(planner: Planner) -> str:
     return await _cancelled_after(planner, create_request("slow", "x"), 3)
 
@@ -154,6 +159,8 @@ RUNS: dict[str, Run] = {
     "fan_out_cancelled": fan_out_cancelled,
     "graph": graph,
     "graph_failed": graph_failed,
+    # Since the webhook-delivery-status patch:
+    "webhook_refused": webhook_refused,
 }
 
 

@@ -1,7 +1,6 @@
 """The worker's activities: `generate` streams one completion from the inference service into
 the job's event log; `embed` embeds a batch of texts; `publish_event` appends the workflow's
-state changes to the log; `deliver_webhook` POSTs the ended job to its webhook_url, signed
-(Standard Webhooks).
+state changes to the log. (`deliver_webhook` is in `delivery.py`.)
 
 Both find the job from the workflow id (`{client}/{job_id}`), so their inputs are only the
 pipeline input and the event.
@@ -10,27 +9,21 @@ pipeline input and the event.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-from datetime import timedelta
 
 import grpc
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
-from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
+from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
 from switchboard.api.planner.v1 import tasks_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError, from_rpc_error
 
-from . import ids, webhooks
-from .config import WebhookSettings
+from . import ids
 from .events import EventLog, job_event
 from .workflows import (
-    DELIVER_WEBHOOK,
     EMBED,
     GENERATE,
     GENERATE_RETRY,
@@ -204,68 +197,6 @@ class Activities:
             "the inference stream ended before the generation finished",
             grpc.StatusCode.UNAVAILABLE.name,
             type="INFERENCE_STREAM_ENDED",
-        )
-
-
-class Webhooks:
-    """`deliver_webhook`: one attempt per call; the worker's settings set the retry schedule
-    (through `next_retry_delay`), so tests and deployments tune it without a new workflow."""
-
-    def __init__(self, settings: WebhookSettings) -> None:
-        self._settings = settings
-
-    @activity.defn(name=DELIVER_WEBHOOK)
-    async def deliver_webhook(self, job: jobs_pb2.Job) -> None:
-        wid = enter_job()
-        attempt = activity.info().attempt
-        if attempt > self._settings.max_attempts:  # retried past the schedule after timeouts
-            raise self._failed(attempt, "attempts exhausted")
-        try:
-            destination = await webhooks.check_destination(
-                job.webhook_url, allow=self._settings.allow
-            )
-            secret = self._settings.secret_for(ids.split_workflow_id(wid)[0]).value
-            if not secret:
-                raise webhooks.WebhookSecretMissing("no webhook secret for this client")
-        except SwitchboardError as e:
-            log.warning("webhook refused", extra={"fields": {"reason": e.reason, **e.metadata}})
-            raise application_error(e) from e
-        status = await self._post(destination, job, webhooks.message_id(wid), secret, attempt)
-        fields = {"status": status, "attempt": attempt}
-        if 200 <= status < 300:
-            log.info("webhook delivered", extra={"fields": fields})
-            return
-        log.info("webhook refused by receiver", extra={"fields": fields})
-        raise self._failed(attempt, f"the receiver answered {status}")
-
-    async def _post(
-        self,
-        destination: webhooks.Destination,
-        job: jobs_pb2.Job,
-        msg_id: str,
-        secret: str,
-        attempt: int,
-    ) -> int:
-        body = json.dumps(webhooks.payload(job), separators=(",", ":")).encode()
-        headers = webhooks.headers(secret, msg_id, int(time.time()), body)
-        # To the addresses just checked (no second DNS lookup), without following redirects.
-        try:
-            return await webhooks.post(
-                destination, body, headers, timeout_s=self._settings.timeout_seconds
-            )
-        except httpx.HTTPError as e:
-            raise self._failed(attempt, f"the request failed ({type(e).__name__})") from e
-
-    def _failed(self, attempt: int, why: str) -> ApplicationError:
-        """Retryable on the schedule until the last attempt."""
-        s = self._settings
-        delay = min(s.initial_interval_seconds * s.backoff ** (attempt - 1), s.max_interval_seconds)
-        return ApplicationError(
-            f"webhook not delivered: {why}",
-            grpc.StatusCode.UNAVAILABLE.name,
-            type="WEBHOOK_DELIVERY_FAILED",
-            non_retryable=attempt >= s.max_attempts,
-            next_retry_delay=timedelta(seconds=delay),
         )
 
 

@@ -150,8 +150,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job, closed = await self._store.describe(client_id, job_id)
         wid = ids.workflow_id(client_id, job_id)
         end = await self._events.terminal_cursor(wid)
-        if end is not None and parse_cursor(request.after_cursor) >= parse_cursor(end):
-            return  # the caller has seen the end already (an SSE client reconnecting)
+        # A caller past the end (an SSE client reconnecting) gets what was logged after the
+        # terminal event (the webhook's outcome), if anything, and the watch ends.
         if end is None and closed:
             # The log expired, or the workflow was stopped from outside: only the end is known.
             yield _final(job)

@@ -24,9 +24,10 @@ from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.common import telemetry
 
 from . import process
-from .activities import Activities, Webhooks
+from .activities import Activities
 from .chat import ChatActivities, ChatSessions
 from .config import WebhookSettings, WorkerSettings
+from .delivery import Webhooks
 from .documents import Documents
 from .events import EventLog
 from .vectors import VectorStore
@@ -81,14 +82,15 @@ async def run(settings: WorkerSettings) -> None:
     channel = grpc.aio.insecure_channel(settings.inference_address)
     inference = inference_pb2_grpc.InferenceServiceStub(channel)
     vectors = VectorStore(settings.chroma_url)
-    activities = Activities(inference, EventLog(valkey_client))
+    events = EventLog(valkey_client)
+    activities = Activities(inference, events)
     worker = build_worker(
         client,
         settings.task_queue,
         activities,
         heartbeat_throttle_seconds=settings.heartbeat_throttle_seconds,
         grace_seconds=settings.grace_seconds,
-        webhooks=Webhooks(settings.webhooks),
+        webhooks=Webhooks(settings.webhooks, events),
         chat=ChatActivities(
             ChatSessions(
                 valkey_client,

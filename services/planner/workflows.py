@@ -47,6 +47,9 @@ StageStatus = pipelines_pb2.StageResult.Status
 T = TypeVar("T")
 # Stores each event before the state it announces shows, and logs the result event.
 EVENTS_BEFORE_STATE = "events-before-state"
+# The job shows its webhook's delivery (PENDING from its end, then the outcome), and the
+# outcome is logged as a `webhook` event.
+WEBHOOK_DELIVERY_STATUS = "webhook-delivery-status"
 
 GENERATE_START_TO_CLOSE = timedelta(minutes=30)
 GENERATE_HEARTBEAT = timedelta(seconds=10)
@@ -134,8 +137,13 @@ class JobWorkflow:
         except JobFailure as failure:
             final = State.FAILED
             self._job.error.CopyFrom(failure.status)
+        if self._job.webhook_url and workflow.patched(WEBHOOK_DELIVERY_STATUS):
+            # Shown with the terminal state: the job ended and its notice is on its way.
+            self._job.webhook_delivery.state = events_pb2.WebhookDelivery.PENDING
         await self._finish(final)
-        if self._job.webhook_url:
+        if self._job.HasField("webhook_delivery"):
+            await self._deliver()
+        elif self._job.webhook_url:
             await self._notify()
         return self._job
 
@@ -285,9 +293,40 @@ class JobWorkflow:
             await self.publish(events_pb2.JobEvent(result=self._job.result))
         await self._transition(state)
 
+    async def _deliver(self) -> None:
+        """Delivers the `job.completed` webhook (see `delivery.py`). The job has ended already:
+        whatever becomes of the delivery (or a cancel meanwhile), its state stays. The outcome
+        is logged as a `webhook` event, then shown as the job's `webhook_delivery`."""
+        handle = workflow.start_activity(
+            DELIVER_WEBHOOK,
+            self._job,
+            result_type=events_pb2.WebhookDelivery,
+            start_to_close_timeout=WEBHOOK_START_TO_CLOSE,
+            retry_policy=WEBHOOK_RETRY,
+        )
+        try:
+            delivery = cast(events_pb2.WebhookDelivery, await asyncio.shield(handle))
+        except asyncio.CancelledError:
+            handle.cancel()
+            abandoned = SwitchboardError(
+                "webhook delivery abandoned: the workflow was cancelled",
+                reason="WEBHOOK_DELIVERY_FAILED",
+                code=grpc.StatusCode.CANCELLED,
+            )
+            delivery = _undelivered(abandoned.to_status())
+        except ActivityError as err:  # the activity returns its outcomes: not expected
+            delivery = _undelivered(failure_status(err))
+        event = events_pb2.JobEvent(job=self._job.name, create_time=_stamp(), webhook=delivery)
+        try:
+            await _through_cancel(self._append(event))
+        except ActivityError:  # the log stayed away past its horizon: the job still shows it
+            workflow.logger.warning("webhook outcome not logged: the event log is unavailable")
+        self._job.webhook_delivery.CopyFrom(delivery)
+        workflow.upsert_memo({MEMO_JOB: self._job})
+
     async def _notify(self) -> None:
-        """Delivers the `job.completed` webhook. The job has ended already: whatever becomes of
-        the delivery (or a cancel meanwhile), its state stays; a failure is only logged."""
+        """`_deliver` as it was before the webhook-delivery-status patch (histories recorded
+        before it replay this): a failure is only logged."""
         handle = workflow.start_activity(
             DELIVER_WEBHOOK,
             self._job,
@@ -333,6 +372,11 @@ class JobWorkflow:
             start_to_close_timeout=PUBLISH_START_TO_CLOSE,
             retry_policy=PUBLISH_RETRY,
         )
+
+
+def _undelivered(error: status_pb2.Status) -> events_pb2.WebhookDelivery:
+    failed = events_pb2.WebhookDelivery.FAILED
+    return events_pb2.WebhookDelivery(state=failed, error=error)
 
 
 def _stamp() -> timestamp_pb2.Timestamp:

@@ -29,6 +29,7 @@ EXPECTED = {"succeeded", "failed", "retried", "cancelled", "webhook_forbidden"} 
     "fan_out_cancelled",
     "graph",
     "graph_failed",
+    "webhook_refused",  # since the webhook-delivery-status patch
 }
 
 

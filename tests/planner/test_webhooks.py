@@ -1,45 +1,38 @@
-"""Standard Webhooks for jobs: signing, the SSRF guard, and delivery through the real worker,
-Temporal and a real HTTP receiver on 127.0.0.1 (allow-listed for the test)."""
+"""Standard Webhooks for jobs (`webhooks.py`): signing, the SSRF guard (also over generated
+spellings of forbidden addresses), DNS pinning, and what a receiver's answer means for the
+next attempt. Delivery through the worker and Temporal is in `test_delivery.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import ipaddress
-import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import httpx
 import pytest
 import standardwebhooks
-from temporalio.client import Client
-from valkey.asyncio import Valkey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from switchboard.api.inference.v1 import inference_pb2_grpc
-from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
+from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.settings import Secret
-from switchboard.planner import ids, webhooks
-from switchboard.planner.activities import Activities, Webhooks
+from switchboard.planner import webhooks
 from switchboard.planner.config import WebhookSettings, WorkerSettings
-from switchboard.planner.events import EventLog, now
-from switchboard.planner.store import JobStore
-from switchboard.planner.worker import build_worker
 
-from .fake_inference import FakeInference
-from .support import WAIT_S
-
-Job = jobs_pb2.Job
+from .receivers import receiving
 
 
 def new_secret() -> str:
@@ -64,26 +57,45 @@ def test_message_id_is_stable_per_job() -> None:
     assert webhooks.message_id("c/a").startswith("msg_")
 
 
+def test_the_message_leaves_out_its_own_delivery_status() -> None:
+    pending = events_pb2.WebhookDelivery(state=events_pb2.WebhookDelivery.PENDING)
+    job = jobs_pb2.Job(name="jobs/j-1", state=jobs_pb2.Job.SUCCEEDED, webhook_delivery=pending)
+    message = webhooks.payload(job)
+    assert message["data"]["job"] == {"name": "jobs/j-1", "state": "SUCCEEDED"}
+    assert job.HasField("webhook_delivery")  # the caller's job is left as it was
+
+
 FORBIDDEN = [
     "http://127.0.0.1/",
     "http://localhost/",
     "http://10.0.0.1/",
     "http://172.16.0.1/",
     "http://192.168.1.1/",
+    "http://100.64.0.1/",
     "http://169.254.169.254/latest/meta-data",
     "http://[::1]/",
     "http://[fe80::1]/",
     "http://[fc00::1]/",
     "http://[::ffff:127.0.0.1]/",
     "http://[::ffff:169.254.169.254]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[2002:7f00:1::]/",
     "http://0.0.0.0/",
     "http://224.0.0.1/",
     "http://240.0.0.1/",
     "http://2130706433/",
     "http://0177.0.0.1/",
     "http://0x7f.0.0.1/",
+    "http://0x7f.1/",
+    "http://127.1/",
+    "http://0/",
+    "http://[fe80::1%25eth0]/",
     "ftp://example.com/",
     "file:///etc/passwd",
+    "http:///nohost",
+    "http://exa mple.com/",
+    # Fullwidth digits: getaddrinfo's IDNA step reads them as 127.0.0.1.
+    "http://\uff11\uff12\uff17.0.0.1/",
 ]
 
 
@@ -98,18 +110,226 @@ async def test_private_and_odd_destinations_are_forbidden(url: str) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
+    "url",
+    [
+        "http://0177.0.0.1:8080/hook",  # httpx refuses it as a URL; getaddrinfo reads 127.0.0.1
+        "http://127.000.000.001/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://127.1/",
+        "http://127.0.1/",
+        "http://[fe80::1%25lo]/",
+        "http://%31%32%37.0.0.1/",
+    ],
+)
+async def test_odd_spellings_of_an_allowed_address_are_refused_without_dns(url: str) -> None:
+    """The local mesh allows 127.0.0.1: only that spelling of it passes. (An odd spelling was
+    retried for minutes before: the guard let it through, then the request could not be made.)"""
+    with pytest.raises(webhooks.WebhookDestinationForbidden):
+        await webhooks.check_destination(url, allow=("127.0.0.1", "localhost"), resolve=_no_dns)
+
+
+async def _no_dns(host: str, port: int) -> list[str]:
+    raise AssertionError(f"{host!r} is an address: it must not be looked up")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
     ("url", "allow"),
     [
         ("http://127.0.0.1:8080/hook", ("127.0.0.1",)),
         ("http://localhost/", ("localhost",)),
-        ("http://2130706433/", ("127.0.0.1",)),  # allowed by the address it resolves to
+        ("http://LOCALHOST/", ("localhost",)),  # hosts compare as the URL parser writes them
         ("http://[::1]/", ("::1",)),
         ("https://8.8.8.8/", ()),  # public: no allow-list needed
         ("http://[::ffff:8.8.8.8]/", ()),
     ],
 )
 async def test_allow_listed_and_public_destinations_pass(url: str, allow: tuple[str, ...]) -> None:
-    await webhooks.check_destination(url, allow=allow)
+    await webhooks.check_destination(url, allow=allow, resolve=_no_dns)
+
+
+@pytest.mark.asyncio
+async def test_an_address_host_is_connected_to_as_written() -> None:
+    destination = await webhooks.check_destination("https://8.8.4.4/x", allow=(), resolve=_no_dns)
+    assert destination.addresses == (ipaddress.ip_address("8.8.4.4"),)
+
+
+# --- generated spellings: every form of a forbidden address is refused, none looked up ------
+
+_FORBIDDEN_V4 = [
+    ipaddress.IPv4Network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "0.0.0.0/8",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+]
+
+
+@st.composite
+def forbidden_v4(draw: st.DrawFn) -> ipaddress.IPv4Address:
+    network = draw(st.sampled_from(_FORBIDDEN_V4))
+    offset = draw(st.integers(0, network.num_addresses - 1))
+    return network[offset]
+
+
+@st.composite
+def number(draw: st.DrawFn, value: int) -> str:
+    """`value` as inet_aton reads numbers: decimal, octal (leading 0) or hex (0x), with
+    optional extra leading zeros and either case."""
+    form = draw(st.sampled_from(["dec", "oct", "hex"]))
+    zeros = "0" * draw(st.integers(0, 3))
+    if form == "dec":
+        return str(value)  # leading zeros would make it octal
+    if form == "oct":
+        return "0" + zeros + format(value, "o")
+    prefix = draw(st.sampled_from(["0x", "0X"]))
+    digits = format(value, draw(st.sampled_from(["x", "X"])))
+    return prefix + zeros + digits
+
+
+@st.composite
+def v4_spelling(draw: st.DrawFn, address: ipaddress.IPv4Address) -> str:
+    """The address in one of inet_aton's 1-, 2-, 3- or 4-part forms."""
+    value, parts = int(address), draw(st.integers(1, 4))
+    octets = [(value >> s) & 0xFF for s in (24, 16, 8, 0)]
+    head = octets[: parts - 1]
+    tail = value & ((1 << (8 * (5 - parts))) - 1)
+    return ".".join(draw(number(v)) for v in [*head, tail])
+
+
+@st.composite
+def v6_spelling(draw: st.DrawFn, address: ipaddress.IPv4Address) -> str:
+    """The IPv4 address inside IPv6: mapped, compatible, NAT64 or 6to4, dotted or in hex."""
+    high, low = int(address) >> 16, int(address) & 0xFFFF
+    embedded = draw(st.sampled_from([str(address), f"{high:x}:{low:x}"]))
+    form = draw(st.sampled_from(["mapped", "mapped-long", "compat", "nat64", "6to4"]))
+    text = {
+        "mapped": f"::ffff:{embedded}",
+        "mapped-long": f"0:0:0:0:0:FFFF:{embedded}",
+        "compat": f"::{embedded}",
+        "nat64": f"64:ff9b::{embedded}",
+        "6to4": f"2002:{high:x}:{low:x}::1",
+    }[form]
+    if draw(st.booleans()):
+        text += "%25" + draw(st.sampled_from(["eth0", "1", "lo"]))  # a zone id
+    return f"[{text}]"
+
+
+@st.composite
+def forbidden_url(draw: st.DrawFn) -> tuple[str, ipaddress.IPv4Address]:
+    address = draw(forbidden_v4())
+    host = draw(st.one_of(v4_spelling(address), v6_spelling(address)))
+    port = draw(st.sampled_from(["", ":80", ":8080"]))
+    scheme = draw(st.sampled_from(["http", "https"]))
+    return f"{scheme}://{host}{port}/hook", address
+
+
+# Allow-listed as the local mesh does: only its usual spelling may pass.
+_DEV_ALLOW = ("127.0.0.1", "localhost")
+
+
+@settings(max_examples=300, deadline=None)
+@given(forbidden_url())
+def test_every_spelling_of_a_forbidden_address_is_refused_without_dns(
+    case: tuple[str, ipaddress.IPv4Address],
+) -> None:
+    url, address = case
+    # Only the usual spelling of the allow-listed address itself may pass.
+    allowed = urlsplit(url).hostname == str(address) and str(address) in _DEV_ALLOW
+    try:
+        asyncio.run(webhooks.check_destination(url, allow=_DEV_ALLOW, resolve=_no_dns))
+    except webhooks.WebhookDestinationForbidden:
+        refused = True
+    else:
+        refused = False
+    assert refused != allowed, url
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1)).flatmap(v4_spelling))
+def test_the_guard_reads_an_address_host_as_getaddrinfo_does(host: str) -> None:
+    """Whatever inet_aton (and so getaddrinfo) takes as an address is refused unless written
+    as the usual dotted quad, which must then be the very address getaddrinfo reads."""
+    read = ipaddress.IPv4Address(socket.inet_aton(host))
+    try:
+        found = webhooks.literal_address(host)
+    except webhooks.WebhookDestinationForbidden:
+        assert host != str(read)
+    else:
+        assert (host, found) == (str(read), read)
+
+
+def test_usual_spellings_of_public_addresses_are_kept() -> None:
+    assert webhooks.literal_address("8.8.8.8") == ipaddress.ip_address("8.8.8.8")
+    assert webhooks.literal_address("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
+    assert webhooks.literal_address("hooks.example") is None
+    assert webhooks.literal_address("0x7f.example") is None  # a name, not hex
+
+
+# --- answers: which a retry may change ------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 413, 415, 422, 451, 301, 308])
+def test_answers_a_retry_cannot_change_are_final(status: int) -> None:
+    error = webhooks.Answer(status).error()
+    assert isinstance(error, webhooks.WebhookReceiverRefused)
+    assert error.reason == "WEBHOOK_RECEIVER_REFUSED"
+    assert error.metadata == {"http_status": str(status)}
+
+
+@pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 502, 503, 504, 302, 303, 307])
+def test_answers_a_retry_may_change_are_retried(status: int) -> None:
+    error = webhooks.Answer(status).error()
+    assert isinstance(error, webhooks.WebhookDeliveryFailed)
+    assert (error.reason, error.code) == ("WEBHOOK_DELIVERY_FAILED", grpc.StatusCode.UNAVAILABLE)
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+def test_2xx_delivers(status: int) -> None:
+    assert webhooks.Answer(status).delivered and webhooks.Answer(status).error() is None
+
+
+@given(st.integers(100, 599))
+def test_only_5xx_and_a_few_4xx_and_redirects_are_retried(status: int) -> None:
+    expected = not (400 <= status < 500 and status not in (408, 409, 425, 429)) and status not in (
+        301,
+        308,
+    )
+    assert webhooks.retryable_status(status) == expected
+
+
+NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 5 ", 5.0),
+        ("0", 0.0),
+        (format_datetime(NOW + timedelta(seconds=30), usegmt=True), 30.0),
+        (None, None),
+        ("", None),
+        ("-1", None),
+        ("1.5", None),
+        ("1e3", None),
+        ("soon", None),
+        ("9" * 5000, None),  # bounded before conversion
+        ("٣", None),  # a digit, but not an ASCII one
+        ("90000", None),  # over a day: not meant
+        (format_datetime(NOW - timedelta(seconds=30), usegmt=True), None),  # the past
+    ],
+)
+def test_retry_after_is_read_when_sane(value: str | None, seconds: float | None) -> None:
+    assert webhooks.retry_after(value, NOW) == seconds
 
 
 def test_worker_reads_webhook_settings_without_showing_secrets() -> None:
@@ -125,165 +345,16 @@ def test_worker_reads_webhook_settings_without_showing_secrets() -> None:
     assert settings.secret_for("other").value == "whsec_Yw=="
     assert (settings.allow, settings.max_attempts) == (("127.0.0.1", "localhost"), 3)
     assert "whsec" not in repr(settings)
+    assert WebhookSettings(default_secret=Secret("whsec_x")).secret_for("a").value == "whsec_x"
     with pytest.raises(ValueError, match="WEBHOOK_SECRETS") as caught:
         WorkerSettings.from_env({"SWITCHBOARD_WORKER_WEBHOOK_SECRETS": "whsec_only"})
     assert "whsec_only" not in str(caught.value)
 
 
-@dataclass
-class Receiver:
-    """A tiny HTTP/1.1 server: answers each request with the next status of `statuses`."""
-
-    statuses: list[int]
-    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
-    port: int = 0
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        path = lines[0].split(" ")[1]
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])
-        }
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.requests.append((path, headers, body))
-        status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
-        extra = f"location: {self.url('/elsewhere')}\r\n" if 300 <= status < 400 else ""
-        writer.write(f"HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\n\r\n".encode())
-        await writer.drain()
-        writer.close()
-
-
-@asynccontextmanager
-async def receiving(statuses: list[int]) -> AsyncIterator[Receiver]:
-    receiver = Receiver(statuses)
-    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
-    receiver.port = server.sockets[0].getsockname()[1]
-    try:
-        yield receiver
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@dataclass
-class Stack:
-    client: Client
-    store: JobStore
-    client_id: str
-    secret: str
-
-    async def run(self, webhook_url: str) -> Job:
-        """Starts a job as CreateJob does and waits for its workflow to end (webhook included)."""
-        job_id = uuid.uuid4().hex[:12]
-        job = Job(
-            name=ids.job_name(job_id),
-            state=Job.QUEUED,
-            pipeline="generate",
-            input=pipelines_pb2.JobInput(
-                generate=pipelines_pb2.GenerateInput(model="echo", prompt="hi there")
-            ),
-            client=self.client_id,
-            create_time=now(),
-            update_time=now(),
-            webhook_url=webhook_url,
-        )
-        assert await self.store.start(job)
-        handle = self.client.get_workflow_handle(ids.workflow_id(self.client_id, job_id))
-        async with asyncio.timeout(WAIT_S):
-            await handle.result()
-        return await self.store.get(self.client_id, job_id)
-
-
-@asynccontextmanager
-async def webhook_stack(
-    temporal_client: Client, valkey_client: Valkey, address: str, max_attempts: int
-) -> AsyncIterator[Stack]:
-    client_id, secret = f"client-{uuid.uuid4().hex[:8]}", new_secret()
-    settings = WebhookSettings(
-        secrets={client_id: Secret(secret)},
-        default_secret=Secret(new_secret()),  # not this client's: a wrong pick fails to verify
-        allow=("127.0.0.1",),
-        timeout_seconds=2.0,
-        initial_interval_seconds=0.2,
-        max_attempts=max_attempts,
-    )
-    task_queue = f"test-{uuid.uuid4().hex}"
-    channel = grpc.aio.insecure_channel(address)
-    activities = Activities(
-        inference_pb2_grpc.InferenceServiceStub(channel), EventLog(valkey_client)
-    )
-    worker = build_worker(
-        temporal_client, task_queue, activities, grace_seconds=1.0, webhooks=Webhooks(settings)
-    )
-    try:
-        async with worker:
-            yield Stack(temporal_client, JobStore(temporal_client, task_queue), client_id, secret)
-    finally:
-        await channel.close(grace=None)
-
-
-@pytest.mark.asyncio
-async def test_delivery_is_retried_with_one_id_and_signed(
-    temporal_client: Client, valkey_client: Valkey, inference: tuple[FakeInference, str]
-) -> None:
-    async with (
-        receiving([500, 500, 200]) as receiver,
-        webhook_stack(temporal_client, valkey_client, inference[1], max_attempts=5) as stack,
-    ):
-        job = await stack.run(receiver.url())
-
-    assert job.state == Job.SUCCEEDED
-    assert len(receiver.requests) == 3
-    assert len({headers["webhook-id"] for _, headers, _ in receiver.requests}) == 1
-    _, headers, body = receiver.requests[-1]
-    message = standardwebhooks.Webhook(stack.secret).verify(body, headers)
-    assert message["type"] == "job.completed"
-    assert message["data"]["job"]["name"] == job.name
-    assert message["data"]["job"]["state"] == "SUCCEEDED"
-    assert message["data"]["result_url"] == f"/v1/{job.name}/result"
-    assert json.loads(body) == message
-
-
-@pytest.mark.asyncio
-async def test_redirect_is_a_failure_and_not_followed(
-    temporal_client: Client, valkey_client: Valkey, inference: tuple[FakeInference, str]
-) -> None:
-    async with (
-        receiving([302]) as receiver,
-        webhook_stack(temporal_client, valkey_client, inference[1], max_attempts=2) as stack,
-    ):
-        job = await stack.run(receiver.url())
-
-    assert job.state == Job.SUCCEEDED  # a failed delivery leaves the job's state alone
-    assert [path for path, _, _ in receiver.requests] == ["/hook", "/hook"]
-
-
-@pytest.mark.asyncio
-async def test_forbidden_destination_is_not_retried(
-    temporal_client: Client, valkey_client: Valkey, inference: tuple[FakeInference, str]
-) -> None:
-    async with webhook_stack(temporal_client, valkey_client, inference[1], 50) as stack:
-        job = await stack.run("http://10.0.0.1/hook")
-        history = await stack.client.get_workflow_handle(
-            ids.workflow_id(stack.client_id, ids.job_id_of(job.name))
-        ).fetch_history()
-
-    assert job.state == Job.SUCCEEDED
-    failures = [
-        e.activity_task_failed_event_attributes.failure
-        for e in history.events
-        if e.HasField("activity_task_failed_event_attributes")
-    ]
-    assert [f.application_failure_info.type for f in failures] == ["WEBHOOK_DESTINATION_FORBIDDEN"]
-
-
 def test_errors_are_switchboard_errors() -> None:
     assert issubclass(webhooks.WebhookSecretMissing, SwitchboardError)
     assert webhooks.WebhookSecretMissing("x").reason == "WEBHOOK_SECRET_MISSING"
+    assert webhooks.WebhookReceiverRefused("x").code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 # --- DNS pinning: the request goes to the addresses the guard checked -----------------------
@@ -327,13 +398,13 @@ async def test_a_rebinding_answer_after_the_check_is_never_used() -> None:
 @pytest.mark.asyncio
 async def test_delivery_connects_to_the_checked_address_with_the_hosts_name() -> None:
     """`hooks.test` resolves nowhere but in the stand-in: only the pinned address can work."""
-    async with receiving([204]) as receiver:
+    async with receiving([(204, {"retry-after": "7"})]) as receiver:
         resolver = Resolver([["127.0.0.1"]])
         url = f"http://hooks.test:{receiver.port}/hook?x=1"
         destination = await webhooks.check_destination(url, allow=("127.0.0.1",), resolve=resolver)
-        status = await webhooks.post(destination, b'{"a":1}', _signed(b'{"a":1}'), timeout_s=5)
+        answer = await webhooks.post(destination, b'{"a":1}', _signed(b'{"a":1}'), timeout_s=5)
 
-    assert status == 204
+    assert answer == webhooks.Answer(204, 7.0)
     path, headers, body = receiver.requests[0]
     assert (path, headers["host"], body) == ("/hook?x=1", f"hooks.test:{receiver.port}", b'{"a":1}')
     assert "webhook-signature" in headers
@@ -346,7 +417,7 @@ async def test_the_next_checked_address_is_tried_when_one_refuses() -> None:
         url = f"http://hooks.test:{receiver.port}/hook"
         allow = ("127.0.0.1", "127.0.0.2")
         destination = await webhooks.check_destination(url, allow=allow, resolve=resolver)
-        assert await webhooks.post(destination, b"{}", _signed(), timeout_s=5) == 200
+        assert (await webhooks.post(destination, b"{}", _signed(), timeout_s=5)).status == 200
     assert len(receiver.requests) == 1
 
 
@@ -372,32 +443,20 @@ def _certificate(tmp: Path, name: str) -> tuple[Path, Path]:
     return key, cert
 
 
-@asynccontextmanager
-async def receiving_tls(key: Path, cert: Path) -> AsyncIterator[Receiver]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    receiver = Receiver([200])
-    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0, ssl=context)
-    receiver.port = server.sockets[0].getsockname()[1]
-    try:
-        yield receiver
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 @pytest.mark.asyncio
 async def test_https_keeps_the_server_name_and_certificate_check_on_the_host(
     tmp_path: Path,
 ) -> None:
     key, cert = _certificate(tmp_path, "hooks.test")
     trusted = ssl.create_default_context(cafile=str(cert))
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(cert, key)
     resolver = Resolver([["127.0.0.1"]])
-    async with receiving_tls(key, cert) as receiver:
+    async with receiving([200], tls=serving) as receiver:
         url = f"https://hooks.test:{receiver.port}/hook"
         destination = await webhooks.check_destination(url, allow=("127.0.0.1",), resolve=resolver)
-        status = await webhooks.post(destination, b"{}", _signed(), timeout_s=5, verify=trusted)
-        assert status == 200
+        answer = await webhooks.post(destination, b"{}", _signed(), timeout_s=5, verify=trusted)
+        assert answer.status == 200
         # A certificate for another name fails, though the address is the same.
         other = f"https://other.test:{receiver.port}/hook"
         elsewhere = await webhooks.check_destination(other, allow=("127.0.0.1",), resolve=resolver)
