@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 import grpc
 from temporalio import activity
@@ -21,29 +22,19 @@ from switchboard.api.planner.v1 import tasks_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError, from_rpc_error
 
-from . import ids
+from . import ids, outage
 from .events import EventLog, job_event
+from .outage import RetrySchedule, application_error
+from .records import Generations
 from .workflows import (
     EMBED,
     GENERATE,
-    GENERATE_RETRY,
     GENERATE_STAGE,
     PUBLISH_EVENT,
 )
 
 log = logging.getLogger(__name__)
 
-# Inference failures that a retry cannot fix: the job fails at once.
-_FINAL_CODES = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
 HEARTBEAT_SECONDS = 1.0
 CANCEL_DRAIN_SECONDS = 2.0
 
@@ -53,19 +44,19 @@ EOF = grpc.aio.EOF  # type: ignore[attr-defined]
 Call = grpc.aio.StreamStreamCall[inference_pb2.GenerateRequest, inference_pb2.GenerateResponse]
 
 
-def application_error(error: SwitchboardError) -> ApplicationError:
-    """An activity failure carrying the stable reason (type) and the gRPC code (detail)."""
-    return ApplicationError(
-        error.message, error.code.name, type=error.reason, non_retryable=error.code in _FINAL_CODES
-    )
-
-
 class Activities:
     def __init__(
-        self, inference: inference_pb2_grpc.InferenceServiceAsyncStub, events: EventLog
+        self,
+        inference: inference_pb2_grpc.InferenceServiceAsyncStub,
+        events: EventLog,
+        *,
+        schedule: RetrySchedule | None = None,
+        generations: Generations | None = None,
     ) -> None:
         self._inference = inference
         self._events = events
+        self._schedule = schedule or RetrySchedule()
+        self._generations = generations or Generations(events.client)
 
     @activity.defn(name=PUBLISH_EVENT)
     async def publish_event(self, event: events_pb2.JobEvent) -> str:
@@ -75,7 +66,11 @@ class Activities:
                 return await self._events.append_state(wid, event)
             return await self._events.append(wid, event)
         except SwitchboardError as e:
-            raise application_error(e) from e
+            failure = outage.failed(application_error(e), self._schedule)
+            if event.HasField("state_changed") and failure.non_retryable:
+                # A job must not end without its state changes: those are retried for good.
+                failure = _retry_anyway(failure, self._schedule)
+            raise failure from e
 
     @activity.defn(name=GENERATE)
     async def generate(self, request: pipelines_pb2.GenerateInput) -> pipelines_pb2.GenerateOutput:
@@ -90,8 +85,38 @@ class Activities:
         """Streams one generation into the job's event log (token events tagged with the
         stage); heartbeats throughout, and stops the generation when cancelled."""
         wid = enter_job()
-        job_id = ids.split_workflow_id(wid)[1]
         attempt = activity.info().attempt
+        beat = asyncio.create_task(_heartbeat())
+        try:
+            outage.check_horizon(self._schedule)
+            # A finished attempt whose completion was lost: its result, nothing generated.
+            if (found := await self._generations.find(wid, task.stage)) is not None:
+                log.info("generation found recorded", extra={"fields": {"attempt": attempt}})
+                return found
+            output = await self._generate(wid, task, attempt)
+            await self._generations.record(wid, task.stage, output)
+            return output
+        except grpc.aio.AioRpcError as e:
+            error = outage.failed(application_error(from_rpc_error(e)), self._schedule)
+            await self._log_failure(wid, task.stage, attempt, error)
+            raise error from e
+        except ApplicationError as e:  # the model's own error, or the stream ended early
+            error = outage.failed(e, self._schedule)
+            await self._log_failure(wid, task.stage, attempt, error)
+            if error is e:  # final already
+                raise
+            raise error from e
+        except SwitchboardError as e:  # the event log's errors (EVENT_LOG_UNAVAILABLE)
+            error = outage.failed(application_error(e), self._schedule)
+            await self._log_failure(wid, task.stage, attempt, error)
+            raise error from e
+        finally:
+            beat.cancel()
+
+    async def _generate(
+        self, wid: str, task: tasks_pb2.GenerationTask, attempt: int
+    ) -> pipelines_pb2.GenerateOutput:
+        job_id = ids.split_workflow_id(wid)[1]
         if attempt > 1:
             await self._events.append(wid, _retrying(wid, task.stage, attempt))
         fields = {"model": task.start.model, "attempt": attempt, "stage": task.stage}
@@ -102,41 +127,21 @@ class Activities:
             None,
             metadata=telemetry.trace_metadata(("x-session-id", affinity), ("x-job-id", job_id)),
         )
-        beat = asyncio.create_task(_heartbeat())
-        try:
-            return await self._stream(
-                call,
-                inference_pb2.GenerateRequest(request_id=request_id, start=task.start),
-                wid,
-                task.stage,
-            )
-        except grpc.aio.AioRpcError as e:
-            error = application_error(from_rpc_error(e))
-            await self._log_failure(wid, task.stage, attempt, error)
-            raise error from e
-        except ApplicationError as e:  # the model's own error, or the stream ended early
-            await self._log_failure(wid, task.stage, attempt, e)
-            raise
-        except SwitchboardError as e:  # the event log's errors (EVENT_LOG_UNAVAILABLE)
-            raise application_error(e) from e
-        finally:
-            beat.cancel()
+        request = inference_pb2.GenerateRequest(request_id=request_id, start=task.start)
+        return await self._stream(call, request, wid, task.stage)
 
     async def _log_failure(
         self, wid: str, stage: str, attempt: int, error: ApplicationError
     ) -> None:
         """Tells the job's followers why an attempt failed (Temporal keeps it only in its
-        history); best effort: the failure itself is what the activity reports."""
-        final = error.non_retryable or attempt >= GENERATE_RETRY.maximum_attempts
+        history). While the log is down the event is kept and appended once it is back."""
         line = events_pb2.Log(
-            level=events_pb2.Log.ERROR if final else events_pb2.Log.WARNING,
+            level=events_pb2.Log.ERROR if error.non_retryable else events_pb2.Log.WARNING,
             message=f"generation attempt {attempt} failed ({error.type}): {error.message}",
             stage=stage,
         )
-        try:
-            await self._events.append(wid, job_event(wid, log=line))
-        except SwitchboardError:
-            log.warning("could not log the failed attempt", extra={"fields": {"stage": stage}})
+        if not await self._events.append_log(wid, job_event(wid, log=line)):
+            log.warning("failed attempt logged later", extra={"fields": {"stage": stage}})
 
     @activity.defn(name=EMBED)
     async def embed(self, request: pipelines_pb2.EmbedInput) -> pipelines_pb2.EmbedOutput:
@@ -214,6 +219,16 @@ def enter_job() -> str:
     telemetry.client_id_var.set(client_id)
     telemetry.job_id_var.set(job_id)
     return wid
+
+
+def _retry_anyway(error: ApplicationError, schedule: RetrySchedule) -> ApplicationError:
+    """The same failure, retried after the schedule's longest wait."""
+    return ApplicationError(
+        error.message,
+        *error.details,
+        type=error.type,
+        next_retry_delay=timedelta(seconds=schedule.max_interval_seconds),
+    )
 
 
 def _retrying(wid: str, stage: str, attempt: int) -> events_pb2.JobEvent:

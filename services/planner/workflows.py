@@ -53,17 +53,21 @@ WEBHOOK_DELIVERY_STATUS = "webhook-delivery-status"
 
 GENERATE_START_TO_CLOSE = timedelta(minutes=30)
 GENERATE_HEARTBEAT = timedelta(seconds=10)
+# Unlimited here: the worker's activity decides each retry's delay and its last attempt (an
+# outage is waited out up to the worker's horizon, other failures get a few attempts; see
+# `outage.py`). Changing a policy's numbers leaves the workflow's commands as recorded.
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=0,
     non_retryable_error_types=["VALIDATION_FAILED", "INVALID_ARGUMENT", "MODEL_NOT_FOUND"],
 )
 # One Embed call: short, and safe to repeat (the inference service retries it too).
 EMBED_START_TO_CLOSE = timedelta(minutes=2)
 EMBED_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
-    maximum_attempts=3,
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=0,
     non_retryable_error_types=GENERATE_RETRY.non_retryable_error_types,
 )
 PUBLISH_START_TO_CLOSE = timedelta(seconds=10)
@@ -403,7 +407,9 @@ def failure_status(err: ActivityError) -> status_pb2.Status:
     cause = err.cause
     if isinstance(cause, ApplicationError) and _REASON.match(cause.type or ""):
         code = _code(cause.details[0] if cause.details else "")
-        error = SwitchboardError(cause.message, reason=cause.type, code=code)
+        extra = cause.details[1] if len(cause.details) > 1 else None
+        metadata = {str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {}
+        error = SwitchboardError(cause.message, reason=cause.type, code=code, metadata=metadata)
     elif isinstance(cause, TimeoutError):
         error = SwitchboardError(
             "the generation timed out",
