@@ -220,6 +220,12 @@ def table(accounts: Sequence[Account], faults: Sequence[Fault]) -> str:
     return "\n".join(out)
 
 
+def drops(accounts: Sequence[Account]) -> str:
+    """Why follower streams ended before their job did, by cause, most frequent first."""
+    causes = Counter(" ".join(d.split()[:2])[:60] for a in accounts for d in a.followed.drops)
+    return ", ".join(f"{cause} x{n}" for cause, n in causes.most_common()) or "none"
+
+
 def lived_through(account: Account, faults: Sequence[Fault]) -> list[str]:
     """The kills that came while the job ran (from its create to its terminal event)."""
     end = account.followed.ended_at or float("inf")

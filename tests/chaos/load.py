@@ -137,11 +137,11 @@ async def _one_stream(
         into.connects += 1
         if reply.status_code != 200:
             await reply.aread()
-            into.drops.append(f"{reply.status_code} {reply.text[:200]}")
+            into.drops.append(f"{reply.status_code} {_reason(reply)}")
             return
         async for event in sse.events(reply.aiter_lines()):
             if event.type == "error":
-                into.drops.append(f"error event {event.data}")
+                into.drops.append(f"error-event {_error_reason(event.data)}")
                 return
             if event.type == "gap":
                 into.anomalies.append(f"gap {event.data}")
@@ -150,6 +150,23 @@ async def _one_stream(
                 into.terminal, into.ended_at = state, time.monotonic()
                 return
         into.drops.append("stream ended before the job's end")
+
+
+def _reason(reply: httpx.Response) -> str:
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text[:80] or "(no body)"
+    return _error_reason(body) if isinstance(body, dict) else "(not an error body)"
+
+
+def _error_reason(body: dict[str, Any]) -> str:
+    """The ErrorInfo reason of a Google error body, else its status."""
+    error = body.get("error", {})
+    for detail in error.get("details", []):
+        if isinstance(detail, dict) and detail.get("reason"):
+            return str(detail["reason"])
+    return str(error.get("status", "(no reason)"))
 
 
 async def job_state(client: httpx.AsyncClient, spec: JobSpec) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ def test_every_accepted_job_outlives_each_process_killed(
     report = accounting.table(accounts, done)
     with capsys.disabled():
         print(f"\nchaos accounting ({len(accounts)} jobs, {len(done)} faults)\n{report}")
+        print(f"follower streams cut by: {accounting.drops(accounts)}")
     not_back = {f.process: f.not_ready for f in done if not f.recovered}
     assert not not_back, f"not restarted (see {chaos_stack.state_dir}/logs): {not_back}"
     bad = accounting.failures(accounts, done)
