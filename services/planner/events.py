@@ -28,7 +28,7 @@ from switchboard.api.jobs.v1 import events_pb2
 
 from . import ids
 from .errors import EventLogUnavailable, InvalidCursor
-from .hub import Feed, Position, StreamHub
+from .hub import DEFAULT_OUTAGE_S, Feed, Position, StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class EventLog:
         open_ttl_seconds: int = 7 * 24 * 3600,
         heartbeat_seconds: float = 15.0,
         queue_limit: int = 1024,
+        reader_outage_seconds: float = DEFAULT_OUTAGE_S,
     ) -> None:
         self._client = client
         self._maxlen = maxlen
@@ -148,6 +149,7 @@ class EventLog:
             block_ms=max(1, int(_block_limit(client) * 1000)),
             queue_limit=queue_limit,
             on_error=_translated,
+            outage_seconds=reader_outage_seconds,
         )
 
     @property

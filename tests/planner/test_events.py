@@ -304,12 +304,38 @@ async def test_a_reader_stops_with_its_last_watcher_and_a_new_one_starts(
 
 
 @pytest.mark.asyncio
-async def test_a_lost_reader_connection_fails_every_watcher_as_unavailable(
+async def test_a_lost_reader_connection_reconnects_and_every_watcher_goes_on(
     valkey_client: Valkey,
 ) -> None:
     log, wid = EventLog(valkey_client, heartbeat_seconds=30), _wid()
     await log.append_state(wid, _state(wid, "QUEUED"))
     watchers = [log.watch(wid, "") for _ in range(3)]
+    async with asyncio.timeout(WAIT_S):
+        for watch in watchers:
+            await anext(watch)
+    await _until(lambda: _blocked(valkey_client))
+    reader_id = log.hub.reader_id
+    assert reader_id is not None
+    await valkey_client.client_kill_filter(_id=str(reader_id))
+    await _until(lambda: _reconnected(log, reader_id))
+
+    # The same reader, on a new connection, reads on from where it was: nothing is lost.
+    await log.append(wid, _token(wid, 0))
+    await log.append_state(wid, _state(wid, "CANCELLED"))
+    for watch in watchers:
+        rest = await _all(watch)
+        assert [e.token.index for e in rest if e.HasField("token")] == [0]
+        assert states_of(rest) == ["CANCELLED"]
+    assert (log.hub.readers_started, log.hub.reconnects) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_reader_that_cannot_reconnect_in_time_fails_every_watcher_as_unavailable(
+    valkey_client: Valkey,
+) -> None:
+    log, wid = EventLog(valkey_client, heartbeat_seconds=30, reader_outage_seconds=0), _wid()
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    watchers = [log.watch(wid, "") for _ in range(2)]
     async with asyncio.timeout(WAIT_S):
         for watch in watchers:
             await anext(watch)
@@ -326,6 +352,10 @@ async def test_a_lost_reader_connection_fails_every_watcher_as_unavailable(
     await log.append_state(wid, _state(wid, "CANCELLED"))
     assert states_of(await _all(log.watch(wid, ""))) == ["QUEUED", "CANCELLED"]
     assert log.hub.readers_started == 2
+
+
+async def _reconnected(log: EventLog, old_id: int) -> bool:
+    return log.hub.reader_id not in (None, old_id)
 
 
 def states_of(seen: list[events_pb2.JobEvent]) -> list[str]:
