@@ -58,6 +58,10 @@ def check(account: Account) -> Account:
         else:
             account.problems.append(f"create never answered: {account.created.retried[-5:]}")
         return account
+    if account.job == {}:
+        account.lost += 1
+        account.problems.append("accepted, but GET finds no such job")
+        return account
     if account.stuck:
         account.problems.append(f"stuck in {account.state}")
         return account
