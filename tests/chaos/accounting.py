@@ -28,6 +28,8 @@ class Account:
     lost: int = 0
     duplicated: int = 0
     regenerated: int = 0
+    # Token streams that started again at index 0 (a generation attempt cut and retried).
+    token_restarts: int = 0
     follower_mismatch: bool = False
     problems: list[str] = field(default_factory=list)
     # time.monotonic() when the create was first sent.
@@ -124,6 +126,7 @@ def _check_tokens(account: Account, events: Sequence[sse.Event]) -> None:
             account.lost += 1
             continue
         stage_runs[-1].append(str(token.get("text", "")))
+    account.token_restarts = sum(len(stage_runs) - 1 for stage_runs in runs.values())
     for stage, stage_runs in runs.items():
         final = "".join(stage_runs[-1])
         again = [run for run in stage_runs[:-1] if run and "".join(run) == final]
@@ -173,7 +176,7 @@ def _cursor(cursor: str) -> tuple[int, int]:
 
 COLUMNS = (
     "accepted", "succeeded", "failed", "cancelled", "stuck", "refused",
-    "lost ev", "dup ev", "regen tok", "follower !=", "resumes",
+    "lost ev", "dup ev", "regen tok", "follower !=", "resumes", "tok restarts",
 )  # fmt: skip
 
 
@@ -192,6 +195,8 @@ def _row(accounts: Iterable[Account]) -> list[int]:
         sum(a.follower_mismatch for a in rows),
         # Reconnections with Last-Event-ID: proof that the followers were cut and resumed.
         sum(max(0, a.followed.connects - 1) for a in rows),
+        # Generations cut mid-stream and run again: proof that a kill hit streaming work.
+        sum(a.token_restarts for a in rows),
     ]
 
 

@@ -48,6 +48,7 @@ def test_a_clean_job_has_no_problems() -> None:
 def test_a_retried_attempt_may_restart_the_indexes() -> None:
     account = _account(_log((0, "a "), (0, "a "), (1, "b ")))
     assert account.problems == []
+    assert account.token_restarts == 1
 
 
 def test_a_finished_generation_run_again_is_a_regeneration() -> None:
