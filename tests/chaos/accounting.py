@@ -176,7 +176,7 @@ def _cursor(cursor: str) -> tuple[int, int]:
 
 COLUMNS = (
     "accepted", "succeeded", "failed", "cancelled", "stuck", "refused",
-    "lost ev", "dup ev", "regen tok", "follower !=", "resumes", "tok restarts",
+    "lost ev", "dup ev", "regen tok", "follower !=", "resumes", "tok restarts", "max s",
 )  # fmt: skip
 
 
@@ -200,6 +200,12 @@ def _row(accounts: Iterable[Account]) -> list[int]:
     ]
 
 
+def _slowest(accounts: Iterable[Account]) -> str:
+    """The longest time from create to the terminal event a follower saw, in seconds."""
+    took = [a.followed.ended_at - a.started_at for a in accounts if a.followed.ended_at]
+    return f"{max(took):.0f}" if took else "-"
+
+
 def table(accounts: Sequence[Account], faults: Sequence[Fault]) -> str:
     """Per fault (with the restarts seen while it recovered), per pipeline, and in total."""
     head = ["", *COLUMNS, "jobs running at the kill; restarts seen (back after)"]
@@ -207,14 +213,14 @@ def table(accounts: Sequence[Account], faults: Sequence[Fault]) -> str:
     for fault in faults:
         rows = [a for a in accounts if a.spec.fault == fault.process]
         took = f"{fault.seconds:.1f}s" if fault.recovered else f"NOT BACK {fault.not_ready}"
-        cells = [f"kill {fault.process}", *map(str, _row(rows))]
+        cells = [f"kill {fault.process}", *map(str, _row(rows)), _slowest(rows)]
         lines.append([*cells, f"{fault.in_flight}; {fault.restarts_seen()} ({took})"])
     lines.append([])
     for pipeline in sorted({a.spec.pipeline for a in accounts}):
         rows = [a for a in accounts if a.spec.pipeline == pipeline]
-        lines.append([pipeline, *map(str, _row(rows)), ""])
+        lines.append([pipeline, *map(str, _row(rows)), _slowest(rows), ""])
     lines.append([])
-    lines.append(["total", *map(str, _row(accounts)), ""])
+    lines.append(["total", *map(str, _row(accounts)), _slowest(accounts), ""])
     widths = [max(len(line[i]) for line in lines if line) for i in range(len(head) - 1)]
     out = []
     for line in lines:
