@@ -32,7 +32,7 @@ from .handlers import EdgeRequest, EdgeState, starlette_routes
 from .hub import Hub
 from .inference import Inference
 from .keys import KeyStore
-from .middleware import Admission, Observe
+from .middleware import Admission, Observe, WellFormed
 from .openai import InteractiveState, openai_routes, refusal
 from .openai_schema import add_openai
 from .openapi import document
@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> 
         routes=routes,
         middleware=[
             Middleware(Observe),
+            Middleware(WellFormed, refusal=refusal),
             *_cors(settings.cors_origins),
             Middleware(StreamTokenAuth, tokens=tokens, watch=table.by_rpc["WatchJob"]),
             Middleware(Admission, auth=auth, limiter=limiter, routes=routes, refusal=refusal),

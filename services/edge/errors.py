@@ -73,6 +73,25 @@ class BodyTooDeep(InvalidArgument):
     reason = "BODY_TOO_DEEP"
 
 
+class BodyNotUtf8(InvalidArgument):
+    """A JSON body (or frame) that is not UTF-8 (RFC 8259 8.1): another encoding, a byte
+    order mark, a broken sequence, or a string escaping half a surrogate pair."""
+
+    reason = "BODY_NOT_UTF8"
+
+
+class InvalidCursor(InvalidArgument):
+    """A Last-Event-ID (or `?lastEventId=`, `?after=`) that is not an event cursor."""
+
+    reason = "INVALID_CURSOR"
+
+
+class TooManyStreams(ResourceExhausted):
+    """The client already holds its cap of open event streams and sockets."""
+
+    reason = "TOO_MANY_STREAMS"
+
+
 class StreamTokenInvalid(Unauthenticated):
     """A `?token=` on an event stream that is forged, expired or for another job."""
 
@@ -108,6 +127,8 @@ OVERRIDES: Final[Mapping[str, tuple[int, Mapping[str, str]]]] = {
     # The same Idempotency-Key with a different request: the key is wrong, not the moment,
     # so 422 as the IETF Idempotency-Key draft asks; 409 would invite a retry.
     "IDEMPOTENCY_KEY_REUSED": (422, {}),
+    # A slot frees when one of the client's streams ends; EventSource retries after 2 s too.
+    "TOO_MANY_STREAMS": (429, {"Retry-After": "2"}),
 }
 
 

@@ -25,6 +25,7 @@ from switchboard.common.validation import validate
 from . import bodies, codec
 from .auth import ApiKeys, authenticated_client
 from .errors import MethodNotAllowed, error_response, internal_error
+from .headers import event_cursor
 from .hub import Hub
 from .planner import Metadata, Planner
 from .routes import RestRoute, RouteTable, build_request, expand
@@ -212,6 +213,8 @@ async def _watch(
     )
     if cursor:
         watch.after_cursor = cursor
+    # The planner hands the cursor to Valkey, which must never see one out of its range.
+    event_cursor(watch.after_cursor)
     validate(watch)
     state = request.state
     subscription = state["hub"].subscribe(client, watch.name, watch.after_cursor, metadata)

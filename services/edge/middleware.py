@@ -19,7 +19,7 @@ from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError
 
 from .auth import CLIENT_SCOPE_KEY, Authenticator
-from .errors import RateLimited, error_response
+from .errors import MalformedRequest, RateLimited, error_response
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,28 @@ def _record(span: trace.Span, method: str, route: str, status: int, seconds: flo
     log.log(level, "request", extra={"fields": fields})
 
 
+class WellFormed:
+    """Refuses (400 MALFORMED_REQUEST) a query string that is not UTF-8 before anything reads
+    it: Starlette's `request.url` decodes it strictly, so a page of its own (a 404, a 405, a
+    redirect) would otherwise fail on it."""
+
+    def __init__(self, app: ASGIApp, *, refusal: Refusal | None = None) -> None:
+        self.app = app
+        self.refusal = refusal or _google_shape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in _ADMITTED_TYPES:
+            try:
+                scope.get("query_string", b"").decode("utf-8")
+            except UnicodeDecodeError:
+                error = MalformedRequest(
+                    "the query string is not UTF-8 (RFC 3986 percent-encoding)"
+                )
+                await _refuse(self.refusal, error, {}, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class Admission:
     """Every `/v1/` request: the API key names the client (else 401), the client's rate
     limit admits the request (else 429), and only then is it routed.
@@ -145,21 +167,32 @@ class Admission:
         receive: Receive,
         send: Send,
     ) -> None:
-        if scope["type"] == "websocket":
-            # Closing before the accept refuses the handshake (HTTP 403).
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
-            return
         # The access line and metrics name the route the request would have taken.
         for route in self.routes:
             if route.matches(scope)[0] is not Match.NONE:
                 scope["route"] = route
                 break
-        await self.refusal(scope, error, headers)(scope, receive, send)
+        await _refuse(self.refusal, error, headers, scope, receive, send)
 
 
 # Writes a refusal; the OpenAI-compatible routes answer in OpenAI's error shape instead.
 Refusal = Callable[[Scope, SwitchboardError, Mapping[str, str]], Response]
+
+
+async def _refuse(
+    refusal: Refusal,
+    error: SwitchboardError,
+    headers: Mapping[str, str],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    if scope["type"] == "websocket":
+        # Closing before the accept refuses the handshake (HTTP 403).
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
+        return
+    await refusal(scope, error, headers)(scope, receive, send)
 
 
 def _google_shape(scope: Scope, error: SwitchboardError, headers: Mapping[str, str]) -> Response:

@@ -8,7 +8,6 @@ completion id. A client that leaves before the end gets its generation cancelled
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -149,7 +148,8 @@ async def _chat(request: InteractiveRequest, who: Caller) -> Response:
 async def _first(stream: GenerateStream, wait: float) -> pb.GenerateResponse | None:
     """The first event if it comes within `wait`; a refusal is raised as our error."""
     try:
-        first = await asyncio.wait_for(stream.next(), wait)
+        async with asyncio.timeout(wait):  # not wait_for, which may swallow a cancel
+            first = await stream.next()
     except TimeoutError:
         return None
     if first is not None and first.HasField("error"):
@@ -202,19 +202,10 @@ async def read_json(request: Request[Any]) -> dict[str, Any]:
 
 
 def json_object(raw: bytes, what: str) -> dict[str, Any]:
-    bodies.check_depth(raw)
-    try:
-        value = json.loads(raw, parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MalformedRequest(f"{what} is not JSON: {exc}") from exc
+    value = bodies.load_json(raw, what)
     if not isinstance(value, dict):
         raise MalformedRequest(f"{what} must be a JSON object")
     return value
-
-
-def _no_constant(name: str) -> None:
-    # NaN and Infinity are Python's extensions, not JSON.
-    raise ValueError(f"{name} is not a JSON value")
 
 
 async def _disconnected(receive: Receive) -> None:

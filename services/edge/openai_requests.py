@@ -223,9 +223,15 @@ def _number(body: Mapping[str, Any], name: str, default: float) -> float:
     value = body.get(name)
     if value is None:
         return default
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if not isinstance(value, int | float) or isinstance(value, bool):
         raise invalid(name, "must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float's range
+        raise invalid(name, "must be a number") from None
+    if not math.isfinite(number):
+        raise invalid(name, "must be a number")
+    return number
 
 
 def _object(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:

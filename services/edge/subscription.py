@@ -124,7 +124,10 @@ class Subscription:
                 return self._deliver(self._queue.popleft())
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), idle_seconds)
+                # Not wait_for: on 3.11 it swallows a cancel that meets a wake-up, and the
+                # SSE pump cancelled then would keep writing heartbeats to nobody.
+                async with asyncio.timeout(idle_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 return Tick.IDLE
         return Tick.END

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # Long enough to follow a long job across reconnects (EventSource reuses the URL).
 TOKEN_SECONDS: Final = 3600.0
 QUERY_PARAMETER: Final = "token"
+# Unix seconds, ASCII digits, bounded before conversion (12 digits outlast any expiry).
+_EXPIRES: Final = re.compile(r"[0-9]{1,12}")
 
 
 class StreamTokens:
@@ -68,7 +71,7 @@ class StreamTokens:
             mac = _unb64(mac_part)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise StreamTokenInvalid("malformed stream token") from None
-        if not expires.isdigit() or not client:
+        if not _EXPIRES.fullmatch(expires) or not client:
             raise StreamTokenInvalid("malformed stream token")
         if not hmac.compare_digest(mac, self._mac(int(expires), client, job)):
             raise StreamTokenInvalid("stream token is not valid for this job")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.errors import SwitchboardError
 
+from .headers import delta_seconds
 from .hub import Hub, is_terminal
 from .planner import Metadata
 from .sse import Tick
@@ -29,11 +30,10 @@ def preferred_wait(prefer_headers: Iterable[str], cap_seconds: float) -> int | N
             name, _, value = preference.partition(";")[0].partition("=")
             if name.strip().lower() != "wait":
                 continue
-            seconds = value.strip().strip('"')
-            if not seconds.isdigit():
+            seconds = delta_seconds(value.strip().strip('"'))
+            if seconds is None:
                 return None
-            applied = min(int(seconds), int(cap_seconds))
-            return applied or None
+            return min(seconds, int(cap_seconds)) or None
     return None
 
 
