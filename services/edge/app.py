@@ -39,6 +39,7 @@ from .openapi import document
 from .planner import Planner
 from .ratelimit import RateLimiter
 from .routes import job_routes
+from .streams import StreamSlots
 from .tokens import StreamTokenAuth, StreamTokens
 from .websocket import chat_socket
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> 
         keys, KeyStore(valkey) if valkey else None, cache_seconds=settings.key_cache_seconds
     )
     limiter = RateLimiter(valkey, settings.rate_limits) if valkey else None
+    streams = StreamSlots(valkey, settings.max_streams_per_client, settings.stream_lease_seconds)
     if not keys and not valkey:
         log.warning("no API keys configured; every /v1 request will get 401")
     table = job_routes()
@@ -78,6 +80,7 @@ def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> 
         planner = Planner(settings.planner_address, settings.internal_token)
         hub = Hub(planner)
         inference = Inference(settings.inference_address)
+        renewing = asyncio.create_task(streams.renew_forever())
         try:
             yield InteractiveState(
                 planner=planner,
@@ -90,9 +93,12 @@ def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> 
                 max_wait_seconds=settings.max_wait_seconds,
                 sse_max_seconds=settings.sse_max_seconds,
                 inference=inference,
+                streams=streams,
             )
         finally:
+            renewing.cancel()
             await hub.close()
+            await streams.close()
             await planner.close()
             await inference.close()
             if valkey is not None:

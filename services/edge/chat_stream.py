@@ -89,11 +89,14 @@ class ChatStream(Response):
         completion: Completion,
         first: pb.GenerateResponse | None,
         draining: asyncio.Event,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
+        """`on_close` runs once the stream is over, however it ended (its slot's release)."""
         # Not Response.__init__: that would render an empty body with Content-Length 0.
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
+        self._on_close = on_close
         self._stream = stream
         self._completion = completion
         self._first = first
@@ -101,18 +104,20 @@ class ChatStream(Response):
         self._finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        pump = asyncio.ensure_future(self._pump(send))
-        stops = [
+        tasks = [
             asyncio.ensure_future(_disconnected(receive)),
             asyncio.ensure_future(self._draining.wait()),
         ]
         try:
-            await asyncio.wait([pump, *stops], return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            tasks.append(asyncio.ensure_future(self._pump(send)))
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, *stops):
+            if self._on_close is not None:
+                self._on_close()
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(pump, *stops, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if not self._finished:
                 log.info("completion abandoned", extra={"fields": {"id": self._completion.id}})
             await self._stream.close([] if self._finished else [self._completion.id])

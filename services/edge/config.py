@@ -44,6 +44,11 @@ class Settings:
     # host:port of the InferenceService (the OpenAI routes, /v1/chat/ws); in the mesh,
     # Envoy's internal gRPC listener, which hashes on x-session-id.
     inference_address: str = "127.0.0.1:50061"
+    # Streams (SSE job streams, streamed chat completions, chat sockets) one client may hold
+    # open at once over all replicas (counted in Valkey); 0: no cap.
+    max_streams_per_client: int = 32
+    # How long a stream's slot outlives the edge that stops renewing it (a killed edge).
+    stream_lease_seconds: float = 30.0
 
     @staticmethod
     def from_env(environ: Mapping[str, str]) -> Settings:
@@ -70,6 +75,8 @@ class Settings:
             ),
             stream_token_secret=env.secret("STREAM_TOKEN_SECRET"),
             inference_address=env.str("INFERENCE_ADDRESS", "127.0.0.1:50061"),
+            max_streams_per_client=env.int("MAX_STREAMS_PER_CLIENT", 32),
+            stream_lease_seconds=env.float("STREAM_LEASE_SECONDS", 30.0),
         )
         if not 0 <= settings.port <= 65535:
             raise ValueError(f"{PREFIX}_PORT must be 0..65535, got {settings.port}")
@@ -81,6 +88,10 @@ class Settings:
             raise ValueError(f"{PREFIX}_MAX_WAIT_SECONDS must be >= 0")
         if settings.sse_max_seconds <= 0:
             raise ValueError(f"{PREFIX}_SSE_MAX_SECONDS must be > 0")
+        if settings.max_streams_per_client < 0:
+            raise ValueError(f"{PREFIX}_MAX_STREAMS_PER_CLIENT must be >= 0")
+        if settings.stream_lease_seconds <= 0:
+            raise ValueError(f"{PREFIX}_STREAM_LEASE_SECONDS must be > 0")
         if not settings.planner_address:
             raise ValueError(f"{PREFIX}_PLANNER_ADDRESS must be set")
         if not settings.inference_address:

@@ -31,6 +31,7 @@ from .planner import Metadata, Planner
 from .routes import RestRoute, RouteTable, build_request, expand
 from .sse import HEADERS as SSE_HEADERS
 from .sse import EventStream, Tick
+from .streams import StreamSlots
 from .tokens import QUERY_PARAMETER as TOKEN_PARAMETER
 from .tokens import StreamTokens
 from .wait import preferred_wait, until_finished
@@ -59,6 +60,7 @@ class EdgeState(TypedDict):
     tokens: StreamTokens
     max_wait_seconds: float
     sse_max_seconds: float
+    streams: StreamSlots
 
 
 EdgeRequest = Request[EdgeState]
@@ -217,15 +219,22 @@ async def _watch(
     event_cursor(watch.after_cursor)
     validate(watch)
     state = request.state
-    subscription = state["hub"].subscribe(client, watch.name, watch.after_cursor, metadata)
+    slot = await state["streams"].acquire(client)
+    try:
+        subscription = state["hub"].subscribe(client, watch.name, watch.after_cursor, metadata)
+    except BaseException:
+        slot.release()
+        raise
     try:
         # Waiting for the first event lets an early failure still answer with its HTTP status.
         first = await subscription.next(min(state["heartbeat_seconds"], FIRST_EVENT_WAIT_SECONDS))
     except BaseException:
         subscription.close(client_left=False)
+        slot.release()
         raise
     if first is Tick.END:
         subscription.close(client_left=False)
+        slot.release()
         # Nothing after the cursor and the job is over: 204 stops EventSource reconnecting.
         return Response(status_code=204, headers=SSE_HEADERS)
     return EventStream(
@@ -234,4 +243,5 @@ async def _watch(
         state["heartbeat_seconds"],
         state["draining"],
         state["sse_max_seconds"],
+        on_close=slot.release,
     )

@@ -133,14 +133,19 @@ async def _chat(request: InteractiveRequest, who: Caller) -> Response:
     chat = openai_requests.parse_chat(await read_json(request))
     completion = Completion(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), chat)
     validate(pb.GenerateRequest(request_id=completion.id, start=chat.start))
+    # A streamed completion holds one of the client's stream slots while it lasts.
+    slot = await request.state["streams"].acquire(who.client) if chat.stream else None
+    release = slot.release if slot else None
     stream = request.state["inference"].generate(who.metadata(chat.user))
     try:
         stream.start(completion.id, chat.start)
         if chat.stream:
             first = await _first(stream, FIRST_EVENT_WAIT_SECONDS)
-            return ChatStream(stream, completion, first, request.state["draining"])
+            return ChatStream(stream, completion, first, request.state["draining"], release)
         return await _whole(stream, completion, request.receive)
     except BaseException:
+        if release is not None:
+            release()
         await stream.close([completion.id])
         raise
 

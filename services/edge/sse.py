@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from starlette.responses import Response
@@ -103,11 +104,14 @@ class EventStream(Response):
         heartbeat_seconds: float,
         draining: asyncio.Event,
         max_seconds: float,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
+        """`on_close` runs once the stream is over, however it ended (its slot's release)."""
         # Not Response.__init__: that would render an empty body with Content-Length 0.
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
+        self._on_close = on_close
         self._feed = feed
         self._first = first
         self._heartbeat = heartbeat_seconds
@@ -116,23 +120,25 @@ class EventStream(Response):
         self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        pump = asyncio.ensure_future(self._pump(send))
         left = asyncio.ensure_future(_disconnected(receive))
-        stops = [
+        tasks = [
             left,
             asyncio.ensure_future(self._draining.wait()),
             asyncio.ensure_future(asyncio.sleep(self._max_seconds)),
         ]
         try:
-            await asyncio.wait([pump, *stops], return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            tasks.append(asyncio.ensure_future(self._pump(send)))
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if self._on_close is not None:
+                self._on_close()
             # Only a client going away may cancel a cancel-on-disconnect job; the edge ending
             # the response (drain, max_seconds) leaves the client free to resume.
             self._feed.close(client_left=left.done() or self._client_gone)
-            for task in (pump, *stops):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(pump, *stops, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _pump(self, send: Send) -> None:

@@ -51,11 +51,15 @@ _FINISH: Final = {
 async def chat_socket(websocket: WebSocket[InteractiveState]) -> None:
     try:
         who = caller(websocket.scope, websocket.headers)
+        slot = await websocket.state["streams"].acquire(who.client)
     except SwitchboardError as exc:
         await _refuse(websocket, exc)
         return
-    await websocket.accept()
-    await ChatSocket(websocket, who).run()
+    try:
+        await websocket.accept()
+        await ChatSocket(websocket, who).run()
+    finally:
+        slot.release()
 
 
 async def _refuse(websocket: WebSocket[InteractiveState], error: SwitchboardError) -> None:
