@@ -148,6 +148,9 @@ class Activities:
         wid = enter_job()
         job_id = ids.split_workflow_id(wid)[1]
         log.info("embedding started", extra={"fields": {"texts": len(request.texts)}})
+        # Heartbeats while the call runs: a worker that dies mid-call is noticed within the
+        # heartbeat timeout, not the start-to-close limit.
+        beat = asyncio.create_task(_heartbeat())
         try:
             reply = await self._inference.Embed(
                 inference_pb2.EmbedRequest(model=request.model, texts=request.texts),
@@ -155,6 +158,8 @@ class Activities:
             )
         except grpc.aio.AioRpcError as e:
             raise application_error(from_rpc_error(e)) from e
+        finally:
+            beat.cancel()
         return pipelines_pb2.EmbedOutput(embeddings=reply.embeddings, model=reply.model)
 
     async def _stream(

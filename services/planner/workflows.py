@@ -221,6 +221,7 @@ class JobWorkflow:
             request,
             result_type=pipelines_pb2.EmbedOutput,
             start_to_close_timeout=EMBED_START_TO_CLOSE,
+            heartbeat_timeout=GENERATE_HEARTBEAT,
             schedule_to_close_timeout=budget,
             retry_policy=EMBED_RETRY,
         )
