@@ -14,7 +14,7 @@ import dataclasses
 import threading
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import grpc
@@ -105,8 +105,12 @@ class Harness:
             settings_for(self.planner.address), inference_address=inference
         )
         self.app = create_app(settings)
-        lifespan = self.app.router.lifespan_context(self.app)
-        self.state = await self._stack.enter_async_context(lifespan) or {}
+        # The app's own lifespan (create_app's), which yields the state every request gets.
+        lifespan = cast(
+            contextlib.AbstractAsyncContextManager[Mapping[str, Any]],
+            self.app.router.lifespan_context(self.app),
+        )
+        self.state = await self._stack.enter_async_context(lifespan)
 
     def http(self, method: str, path: str, query: bytes, headers: Headers, body: bytes) -> Answer:
         try:
