@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.edge.config import Settings
+from switchboard.edge.config import PREFIX, Settings
 from switchboard.edge.ratelimit import Limit
 
 
@@ -99,3 +99,14 @@ def test_inference_address() -> None:
     assert Settings.from_env(env).inference_address == "127.0.0.1:10001"
     with pytest.raises(ValueError, match="INFERENCE_ADDRESS"):
         Settings.from_env({"SWITCHBOARD_EDGE_INFERENCE_ADDRESS": ""})
+
+
+def test_stream_cap_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.max_streams_per_client, defaults.stream_lease_seconds) == (32, 30.0)
+    env = {f"{PREFIX}_MAX_STREAMS_PER_CLIENT": "0", f"{PREFIX}_STREAM_LEASE_SECONDS": "1.5"}
+    settings = Settings.from_env(env)
+    assert (settings.max_streams_per_client, settings.stream_lease_seconds) == (0, 1.5)
+    for name, value in [("MAX_STREAMS_PER_CLIENT", "-1"), ("STREAM_LEASE_SECONDS", "0")]:
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env({f"{PREFIX}_{name}": value})
