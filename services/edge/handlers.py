@@ -20,6 +20,7 @@ from starlette.routing import Route
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError
+from switchboard.common.hashkeys import JOB_ID_HEADER
 from switchboard.common.validation import validate
 
 from . import bodies, codec
@@ -102,7 +103,7 @@ async def _handle(route: RestRoute, request: EdgeRequest) -> Response:
     # Each request runs in its own task, so these die with it; no reset needed.
     telemetry.client_id_var.set(client)
     telemetry.job_id_var.set(job_id)
-    pairs = [("x-client-id", client), *([("x-job-id", job_id)] if job_id else [])]
+    pairs = [("x-client-id", client), *([(JOB_ID_HEADER, job_id)] if job_id else [])]
     metadata = telemetry.trace_metadata(*pairs)
     if route.streaming:
         return await _watch(route, request, client, metadata)
@@ -143,7 +144,7 @@ async def _create(
     headers["Preference-Applied"] = f"wait={wait}"
     if job.state in _UNFINISHED:
         # From here on the calls name the job, so Envoy can hash them to its planner.
-        named = (*metadata, ("x-job-id", job.name.removeprefix("jobs/")))
+        named = (*metadata, (JOB_ID_HEADER, job.name.removeprefix("jobs/")))
         if await until_finished(state["hub"], client, job.name, named, wait):
             job = await _finished_job(state["planner"], job, named)
     status = route.status if job.state in _UNFINISHED else 200

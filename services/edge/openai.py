@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common import telemetry
 from switchboard.common.errors import Cancelled, SwitchboardError
+from switchboard.common.hashkeys import SESSION_ID_HEADER
 from switchboard.common.validation import validate
 
 from . import bodies, errors, openai_requests, openai_wire
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 # How long a streamed completion waits for its first event before the headers go out:
 # a refusal (unknown model, bad input) still gets its own HTTP status.
 FIRST_EVENT_WAIT_SECONDS: Final = 1.0
-SESSION_HEADER: Final = "x-session-id"
 OPENAI_PREFIXES: Final = ("/v1/chat/", "/v1/embeddings", "/v1/models")
 OPENAI_STATUS: Final = {"MODEL_TASK_MISMATCH": 404}
 
@@ -59,7 +59,7 @@ class Caller:
     def metadata(self, user: str = "") -> Metadata:
         """x-client-id, and x-session-id (Envoy's ring-hash key for the inference service)."""
         session = self.session or session_key(user)
-        pairs = [("x-client-id", self.client), *([("x-session-id", session)] if session else [])]
+        pairs = [("x-client-id", self.client), *([(SESSION_ID_HEADER, session)] if session else [])]
         return telemetry.trace_metadata(*pairs)
 
 
@@ -75,7 +75,7 @@ def openai_routes() -> list[Route]:
 def caller(scope: MutableMapping[str, Any], headers: Mapping[str, str]) -> Caller:
     """The client the Admission middleware authenticated, and the session the caller named."""
     client = authenticated_client(scope)
-    session = headers.get(SESSION_HEADER, "")
+    session = headers.get(SESSION_ID_HEADER, "")
     if session and not openai_requests.is_token(session):
         raise openai_requests.invalid("X-Session-Id", "must be 1-128 printable ASCII characters")
     return Caller(client, session)

@@ -14,6 +14,7 @@ from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError
+from switchboard.common.hashkeys import JOB_ID_HEADER, SESSION_ID_HEADER
 from switchboard.common.validation import validate
 
 from . import embedding, ocr
@@ -121,9 +122,9 @@ def _bind(context: Context) -> dict[str, str]:
     (Envoy hashes on it to keep a session on one replica) comes back as a log field."""
     fields = {}
     for key, value in context.invocation_metadata() or ():
-        if key == "x-job-id" and isinstance(value, str):
+        if key == JOB_ID_HEADER and isinstance(value, str):
             telemetry.job_id_var.set(value)
-        elif key == "x-session-id" and isinstance(value, str):
+        elif key == SESSION_ID_HEADER and isinstance(value, str):
             fields["session_id"] = value
     return fields
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from switchboard.common import hashkeys
+
 # resolve() first: imported as switchboard.launcher.envoy, __file__ runs through the
 # switchboard -> services link, and parents[2] of the unresolved path is not the repo root.
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "mesh" / "envoy" / "envoy.yaml"
@@ -50,6 +52,10 @@ def render_config(
         edge_endpoints=_lb_endpoints(edges),
         planner_endpoints=_lb_endpoints(planners),
         inference_endpoints=_lb_endpoints(inferences),
+        job_id_header=hashkeys.JOB_ID_HEADER,
+        session_id_header=hashkeys.SESSION_ID_HEADER,
+        job_id_path_regex=hashkeys.JOB_ID_PATH_REGEX,
+        job_id_path_substitution=hashkeys.JOB_ID_PATH_SUBSTITUTION,
     )
 
 

@@ -21,6 +21,7 @@ from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
 from switchboard.api.planner.v1 import tasks_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError, from_rpc_error
+from switchboard.common.hashkeys import JOB_ID_HEADER, SESSION_ID_HEADER
 
 from . import ids, outage
 from .events import EventLog, job_event
@@ -125,7 +126,9 @@ class Activities:
         affinity = task.affinity_key or job_id
         call: Call = self._inference.Generate(
             None,
-            metadata=telemetry.trace_metadata(("x-session-id", affinity), ("x-job-id", job_id)),
+            metadata=telemetry.trace_metadata(
+                (SESSION_ID_HEADER, affinity), (JOB_ID_HEADER, job_id)
+            ),
         )
         request = inference_pb2.GenerateRequest(request_id=request_id, start=task.start)
         return await self._stream(call, request, wid, task.stage)
@@ -154,7 +157,7 @@ class Activities:
         try:
             reply = await self._inference.Embed(
                 inference_pb2.EmbedRequest(model=request.model, texts=request.texts),
-                metadata=telemetry.trace_metadata(("x-job-id", job_id)),
+                metadata=telemetry.trace_metadata((JOB_ID_HEADER, job_id)),
             )
         except grpc.aio.AioRpcError as e:
             raise application_error(from_rpc_error(e)) from e

@@ -22,6 +22,7 @@ from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import InvalidArgument, SwitchboardError, from_rpc_error
+from switchboard.common.hashkeys import JOB_ID_HEADER
 
 from . import chunking, ids
 from .activities import enter_job
@@ -158,7 +159,7 @@ class Documents:
             reply = await self._inference.ExtractText(
                 request,
                 timeout=INFERENCE_TIMEOUT_S,
-                metadata=telemetry.trace_metadata(("x-job-id", job_id)),
+                metadata=telemetry.trace_metadata((JOB_ID_HEADER, job_id)),
             )
         except grpc.aio.AioRpcError as e:
             error = from_rpc_error(e)
@@ -180,7 +181,7 @@ class Documents:
                 reply = await self._inference.Embed(
                     request,
                     timeout=INFERENCE_TIMEOUT_S,
-                    metadata=telemetry.trace_metadata(("x-job-id", job_id)),
+                    metadata=telemetry.trace_metadata((JOB_ID_HEADER, job_id)),
                 )
             except grpc.aio.AioRpcError as e:
                 raise from_rpc_error(e) from e
