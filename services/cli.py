@@ -18,6 +18,7 @@ from rich.live import Live
 from switchboard.edge import keys_cli
 from switchboard.launcher import control, stack, ui
 from switchboard.launcher.ports import DEFAULT_BASE, Ports, port_free
+from switchboard.launcher.replicas import Replicas
 from switchboard.launcher.supervisor import Supervisor, alive, kill_group, read_state
 
 # A graceful stop, then Triton's start (the slowest, up to 300 s) with room to spare.
@@ -56,8 +57,23 @@ def _parser() -> argparse.ArgumentParser:
                 help="comma-separated processes to start, with what they need "
                 "(e.g. valkey,temporal to run the services from an IDE)",
             )
+            cmd.add_argument(
+                "--replicas",
+                type=_replicas,
+                default=Replicas(),
+                help="replicas per service, e.g. planner=2,inference=2,worker=2,edge=3 "
+                "(default edge=2, the others 1); the extra ones are named planner-2, ...",
+            )
     keys_cli.add_parser(sub)
     return parser
+
+
+def _replicas(text: str) -> Replicas:
+    try:
+        return Replicas.parse(text)
+    except ValueError as e:
+        # argparse turns this into a usage error (exit 2) with the message.
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         only = [n.strip() for n in args.only.split(",")] if args.only else None
         live = not args.no_ui and sys.stdout.isatty()
-        return up(ports, state_dir, os.environ, live=live, only=only)
+        return up(ports, state_dir, os.environ, live=live, only=only, replicas=args.replicas)
     if args.command == "down":
         return down(state_dir)
     if args.command == "restart":
@@ -77,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(status(ports, state_dir, os.environ))
 
 
-def _busy(ports: Ports) -> list[int]:
-    return [port for port in ports.all() if not port_free(port)]
+def _busy(ports: Ports, replicas: Replicas) -> list[int]:
+    wanted = dict.fromkeys([*ports.all(), *replicas.all_ports(ports)])
+    return [port for port in wanted if not port_free(port)]
 
 
 def up(
@@ -88,17 +105,19 @@ def up(
     *,
     live: bool,
     only: Sequence[str] | None = None,
+    replicas: Replicas | None = None,
 ) -> int:
+    replicas = replicas or Replicas()
     previous = read_state(state_dir)
     if previous and alive(previous.get("supervisor_pid")):
         print(f"a stack already runs from {state_dir}; `switchboard down` first", file=sys.stderr)
         return 2
-    if busy := _busy(ports):
+    if busy := _busy(ports, replicas):
         print(f"ports in use: {busy}; pick another --base-port", file=sys.stderr)
         return 2
     state_dir.mkdir(parents=True, exist_ok=True)
     token = stack.write_internal_token(state_dir)
-    specs = stack.build(ports, state_dir, environ, internal_token=token)
+    specs = stack.build(ports, state_dir, environ, internal_token=token, replicas=replicas)
     if only is not None:
         try:
             specs = stack.select(specs, only)
@@ -218,8 +237,11 @@ async def status(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> i
         print(f"no stack has run from {state_dir}")
         return 1
     running = alive(state.get("supervisor_pid"))
-    checks = {spec.name: spec.check for spec in stack.build(ports, state_dir, environ)}
     procs = state.get("processes")
+    # The replicas that ran are the ones state.json names.
+    replicas = Replicas.of_names(procs if isinstance(procs, dict) else ())
+    specs = stack.build(ports, state_dir, environ, replicas=replicas)
+    checks = {spec.name: spec.check for spec in specs}
     rows: list[Mapping[str, object]] = []
     healthy = running
     for name, proc in procs.items() if isinstance(procs, dict) else ():

@@ -10,6 +10,7 @@ import pytest
 
 from switchboard.launcher import background
 from switchboard.launcher.ports import Ports
+from switchboard.launcher.replicas import Replicas
 
 
 def free_ports(count: int) -> list[int]:
@@ -24,8 +25,10 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start_stack(state_dir: Path, ports: Ports, only: Sequence[str] = ()) -> background.Background:
+def start_stack(
+    state_dir: Path, ports: Ports, only: Sequence[str] = (), replicas: Replicas | None = None
+) -> background.Background:
     try:
-        return background.start(state_dir, ports, only)
+        return background.start(state_dir, ports, only, replicas)
     except background.StackFailed as e:
         pytest.fail(str(e))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .ports import Ports
+from .replicas import Replicas
 
 READY_TIMEOUT = 600.0
 
@@ -41,12 +42,16 @@ class Background:
         return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
 
 
-def start(state_dir: Path, ports: Ports, only: Sequence[str] = ()) -> Background:
+def start(
+    state_dir: Path, ports: Ports, only: Sequence[str] = (), replicas: Replicas | None = None
+) -> Background:
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "switchboard.cli", "up", "--no-ui"]
     argv += ["--base-port", str(ports.base), "--state-dir", str(state_dir)]
     if only:
         argv += ["--only", ",".join(only)]
+    if replicas is not None:
+        argv += ["--replicas", replicas.flag()]
     with (state_dir / "up.log").open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     stack = Background(ports, state_dir, proc)

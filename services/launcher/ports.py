@@ -36,6 +36,18 @@ OFFSETS = {
     "chroma": 62,
 }
 
+# Where each replica of a replicated service listens, in replica order: the first replica
+# keeps the offsets above (so a default stack is unchanged); the others take spare offsets
+# of the block, so the number of replicas a block holds is the length of each tuple.
+# Planner and inference replicas take (gRPC, metrics) pairs; a worker only serves metrics;
+# an edge serves its metrics on its one HTTP port.
+REPLICA_OFFSETS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "edge": tuple((off,) for off in range(10, 20)),
+    "planner": ((20, 21), (23, 24), (25, 26), (27, 28)),
+    "worker": ((22,), *((off,) for off in range(43, 50))),
+    "inference": tuple((off, off + 1) for off in range(30, 40, 2)),
+}
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -67,7 +79,15 @@ class Ports:
         return cls(base=base, **{name: base + off for name, off in OFFSETS.items()})
 
     def all(self) -> list[int]:
+        """The fixed ports (first replicas); `replica` gives the others."""
         return [getattr(self, name) for name in OFFSETS]
+
+    def replica(self, service: str, index: int) -> tuple[int, ...]:
+        """The ports of replica `index` (1 is the first) of `service`, as REPLICA_OFFSETS
+        orders them; IndexError beyond what the block holds."""
+        if index < 1:
+            raise IndexError(f"replicas count from 1, got {index}")
+        return tuple(self.base + off for off in REPLICA_OFFSETS[service][index - 1])
 
 
 def port_free(port: int) -> bool:
@@ -83,9 +103,9 @@ def port_free(port: int) -> bool:
 
 
 def free_block(start: int = 20000, stop: int = 60000) -> Ports:
-    """The first block whose every port is free (tests; racy only against other tests)."""
+    """The first block whose every port is free, spare offsets included, so a stack with
+    extra replicas fits too (tests; racy only against other tests)."""
     for base in range(start, stop, BLOCK):
-        ports = Ports.at(base)
-        if all(port_free(p) for p in ports.all()):
-            return ports
+        if all(port_free(p) for p in range(base, base + BLOCK)):
+            return Ports.at(base)
     raise OSError("no free block of ports")

@@ -20,6 +20,9 @@ from switchboard.inference import triton_launch
 
 from . import checks, envoy
 from .ports import Ports
+from .replicas import Replicas
+
+DEFAULT_REPLICAS = Replicas()
 
 # The published development key `sb-dev-key` of client `dev`, given to the edge as its digest.
 DEV_API_KEYS = f"sha256:{hashlib.sha256(b'sb-dev-key').hexdigest()}=dev"
@@ -54,74 +57,94 @@ def _python(module: str) -> Callable[[], list[str]]:
 
 
 def build(
-    ports: Ports, state_dir: Path, environ: Mapping[str, str], *, internal_token: str = ""
+    ports: Ports,
+    state_dir: Path,
+    environ: Mapping[str, str],
+    *,
+    internal_token: str = "",
+    replicas: Replicas = DEFAULT_REPLICAS,
 ) -> list[ProcessSpec]:
     """Every process in start order; `needs` names what must be ready first.
 
     `internal_token` goes to the planner (which believes x-client-id only with it) and to
-    the edges; `up` makes one with write_internal_token."""
+    the edges; `up` makes one with write_internal_token. Each replica of edge, planner,
+    worker and inference is a process of its own (`replicas` says how many, and names them)."""
     # SWITCHBOARD_STACK marks every process (and what it spawns) as this stack's.
     base_env = {**environ, "PYTHONUNBUFFERED": "1", "SWITCHBOARD_STACK": str(state_dir)}
     loopback = "127.0.0.1"
     grpc_front = f"{loopback}:{ports.grpc}"
     temporal = f"{loopback}:{ports.temporal}"
     valkey_url = f"valkey://{loopback}:{ports.valkey}/0"
+
+    def each(service: str) -> list[tuple[str, tuple[int, ...]]]:
+        return list(zip(replicas.names(service), replicas.ports(ports, service), strict=True))
+
     return [
         _valkey(ports, state_dir, base_env),
         _temporal(ports, state_dir, base_env),
         _chroma(ports, state_dir, base_env),
         _triton(ports, state_dir, base_env),
-        ProcessSpec(
-            "inference",
-            _python("switchboard.inference"),
-            checks.grpc_serving(f"{loopback}:{ports.inference}"),
-            needs=("triton",),
-            env=_service_env(
-                base_env,
-                "INFERENCE",
-                PORT=ports.inference,
-                METRICS_PORT=ports.inference_metrics,
-                TRITON_GRPC=f"{loopback}:{ports.triton_grpc}",
-            ),
-            ports=(ports.inference, ports.inference_metrics),
+        *(
+            ProcessSpec(
+                name,
+                _python("switchboard.inference"),
+                checks.grpc_serving(f"{loopback}:{port}"),
+                needs=("triton",),
+                env=_service_env(
+                    base_env,
+                    "INFERENCE",
+                    PORT=port,
+                    METRICS_PORT=metrics,
+                    TRITON_GRPC=f"{loopback}:{ports.triton_grpc}",
+                ),
+                ports=(port, metrics),
+            )
+            for name, (port, metrics) in each("inference")
         ),
-        ProcessSpec(
-            "planner",
-            _python("switchboard.planner"),
-            checks.grpc_serving(f"{loopback}:{ports.planner}"),
-            needs=("temporal", "valkey"),
-            env=_service_env(
-                base_env,
-                "PLANNER",
-                PORT=ports.planner,
-                METRICS_PORT=ports.planner_metrics,
-                TEMPORAL_ADDRESS=temporal,
-                VALKEY_URL=valkey_url,
-                INTERNAL_TOKENS=internal_token,
-            ),
-            ports=(ports.planner, ports.planner_metrics),
+        *(
+            ProcessSpec(
+                name,
+                _python("switchboard.planner"),
+                checks.grpc_serving(f"{loopback}:{port}"),
+                needs=("temporal", "valkey"),
+                env=_service_env(
+                    base_env,
+                    "PLANNER",
+                    PORT=port,
+                    METRICS_PORT=metrics,
+                    TEMPORAL_ADDRESS=temporal,
+                    VALKEY_URL=valkey_url,
+                    INTERNAL_TOKENS=internal_token,
+                ),
+                ports=(port, metrics),
+            )
+            for name, (port, metrics) in each("planner")
         ),
-        ProcessSpec(
-            "worker",
-            _python("switchboard.planner.worker"),
-            checks.http_ok(f"http://{loopback}:{ports.worker_metrics}/metrics"),
-            needs=("temporal", "valkey", "chroma"),
-            env=_service_env(
-                {**DEV_WEBHOOKS, **base_env},
-                "WORKER",
-                METRICS_PORT=ports.worker_metrics,
-                TEMPORAL_ADDRESS=temporal,
-                VALKEY_URL=valkey_url,
-                INFERENCE_ADDRESS=grpc_front,
-                CHROMA_URL=f"http://{loopback}:{ports.chroma}",
-            ),
-            ports=(ports.worker_metrics,),
+        # Worker replicas poll the same task queue: Temporal shares the work among them.
+        *(
+            ProcessSpec(
+                name,
+                _python("switchboard.planner.worker"),
+                checks.http_ok(f"http://{loopback}:{metrics}/metrics"),
+                needs=("temporal", "valkey", "chroma"),
+                env=_service_env(
+                    {**DEV_WEBHOOKS, **base_env},
+                    "WORKER",
+                    METRICS_PORT=metrics,
+                    TEMPORAL_ADDRESS=temporal,
+                    VALKEY_URL=valkey_url,
+                    INFERENCE_ADDRESS=grpc_front,
+                    CHROMA_URL=f"http://{loopback}:{ports.chroma}",
+                ),
+                ports=(metrics,),
+            )
+            for name, (metrics,) in each("worker")
         ),
         *(
             _edge(name, port, base_env, grpc_front, valkey_url, internal_token)
-            for name, port in (("edge", ports.edge), ("edge-2", ports.edge_2))
+            for name, (port,) in each("edge")
         ),
-        _envoy(ports, state_dir, base_env),
+        _envoy(ports, state_dir, base_env, replicas),
     ]
 
 
@@ -255,16 +278,21 @@ def _triton(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpe
     )
 
 
-def _envoy(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+def _envoy(
+    ports: Ports, state_dir: Path, env: Mapping[str, str], replicas: Replicas
+) -> ProcessSpec:
     config = state_dir / "envoy.yaml"
+
+    def first_ports(service: str) -> list[int]:
+        return [group[0] for group in replicas.ports(ports, service)]
 
     def argv() -> list[str]:
         config.write_text(
             envoy.render_config(
                 envoy.EnvoyPorts(public=ports.public, grpc=ports.grpc, admin=ports.envoy_admin),
-                edges=[ports.edge, ports.edge_2],
-                planners=[ports.planner],
-                inferences=[ports.inference],
+                edges=first_ports("edge"),
+                planners=first_ports("planner"),
+                inferences=first_ports("inference"),
             )
         )
         return envoy.command(config)
@@ -274,7 +302,9 @@ def _envoy(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec
         argv,
         # Through the public listener to the edge: proves the route, not just the listener.
         checks.http_ok(f"http://127.0.0.1:{ports.public}/healthz"),
-        needs=("edge", "edge-2", "planner", "inference"),
+        needs=tuple(
+            name for service in ("edge", "planner", "inference") for name in replicas.names(service)
+        ),
         env=env,
         ports=(ports.public, ports.grpc, ports.envoy_admin),
     )

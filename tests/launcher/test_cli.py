@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from switchboard import cli
-from switchboard.launcher.ports import Ports
+from switchboard.launcher.ports import Ports, free_block
+from switchboard.launcher.replicas import Replicas
 from switchboard.launcher.restart import RestartPolicy
 from switchboard.launcher.stack import ProcessSpec
 from switchboard.launcher.supervisor import Supervisor, alive
@@ -120,3 +122,49 @@ def test_status_shows_restarts_last_exit_and_the_dead(
     assert cells["killed"][1] == "dead" and cells["killed"][5] == "2"
     assert cells["waiting"][1:2] + cells["waiting"][5:7] == ["restarting", "1", "SIGKILL"]
     assert cells["looping"][1:2] + cells["looping"][5:7] == ["crashloop", "5", "3"]
+
+
+def test_replicas_that_do_not_fit_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["up", "--state-dir", str(tmp_path), "--replicas", "planner=5"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--replicas" in err and "planner replicas must be within 1..4" in err
+    assert not (tmp_path / "state.json").exists(), "nothing started"
+
+
+def test_up_refuses_when_a_replica_port_is_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ports = free_block()
+    taken = ports.replica("inference", 2)[1]
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", taken))
+        listener.listen()
+        rc = cli.up(ports, tmp_path, {}, live=False, replicas=Replicas(inference=2))
+    assert rc == 2
+    assert f"ports in use: [{taken}]" in capsys.readouterr().err
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_status_checks_every_replica_a_stack_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    me = os.getpid()
+    ports = free_block()
+    procs = {
+        name: {"name": name, "state": "ready", "pid": me, "restarts": 0}
+        for name in ("planner", "planner-2", "edge-3")
+    }
+    state = {"supervisor_pid": me, "base_port": ports.base, "state": "ready", "processes": procs}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    # Nothing listens on the block, so every check of a process of the stack fails.
+    assert asyncio.run(cli.status(ports, tmp_path, {})) == 1
+    states = {
+        row[0]: row[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│") and (row := [c.strip() for c in line.split("│")[1:-1]])
+    }
+    assert states == {"planner": "unhealthy", "planner-2": "unhealthy", "edge-3": "unhealthy"}

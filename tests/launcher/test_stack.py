@@ -1,15 +1,18 @@
-"""The stack's processes as `up` builds them: two edge replicas sharing Valkey, and one
-internal token given to the planner and both edges."""
+"""The stack's processes as `up` builds them: two edge replicas sharing Valkey, one internal
+token given to the planner and the edges, and as many replicas of each service as asked."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
+import yaml
+
 from switchboard.common.settings import Secret
 from switchboard.edge.auth import ApiKeys
 from switchboard.launcher import stack
 from switchboard.launcher.ports import Ports
+from switchboard.launcher.replicas import Replicas
 
 
 def test_two_edges_share_valkey_and_the_internal_token(tmp_path: Path) -> None:
@@ -39,3 +42,67 @@ def test_each_up_writes_a_new_token_only_its_owner_can_read(tmp_path: Path) -> N
     assert stack.read_internal_token(tmp_path) == second
     mode = (tmp_path / stack.INTERNAL_TOKEN_FILE).stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def test_replicas_are_processes_of_their_own_with_their_own_ports(tmp_path: Path) -> None:
+    ports = Ports.at(30000)
+    replicas = Replicas(edge=3, planner=2, worker=2, inference=2)
+    specs = {s.name: s for s in stack.build(ports, tmp_path, {}, replicas=replicas)}
+    expected = {
+        "planner": [(30020, 30021), (30023, 30024)],
+        "inference": [(30030, 30031), (30032, 30033)],
+        "worker": [(30022,), (30043,)],
+        "edge": [(30010,), (30011,), (30012,)],
+    }
+    for service, groups in expected.items():
+        assert [specs[n].ports for n in replicas.names(service)] == groups
+    taken = [p for s in specs.values() for p in s.ports]
+    assert len(taken) == len(set(taken)), "two processes on one port"
+    for name in ("planner", "planner-2"):
+        env = specs[name].env
+        assert (env["SWITCHBOARD_PLANNER_PORT"], env["SWITCHBOARD_PLANNER_METRICS_PORT"]) == tuple(
+            map(str, specs[name].ports)
+        )
+    for name in ("inference", "inference-2"):
+        env = specs[name].env
+        assert env["SWITCHBOARD_INFERENCE_PORT"] == str(specs[name].ports[0])
+        assert env["SWITCHBOARD_INFERENCE_METRICS_PORT"] == str(specs[name].ports[1])
+    # Worker replicas differ only in their metrics port: one task queue, one Temporal.
+    first, second = specs["worker"].env, specs["worker-2"].env
+    assert {k for k in first if first[k] != second.get(k)} == {"SWITCHBOARD_WORKER_METRICS_PORT"}
+    assert specs["edge-3"].env["SWITCHBOARD_EDGE_PORT"] == "30012"
+    assert set(specs["envoy"].needs) == {
+        "edge", "edge-2", "edge-3", "planner", "planner-2", "inference", "inference-2"
+    }  # fmt: skip
+
+
+def test_envoy_lists_every_replica_in_its_cluster(tmp_path: Path) -> None:
+    ports = Ports.at(30000)
+    replicas = Replicas(edge=3, planner=2, inference=2)
+    envoy = next(
+        s for s in stack.build(ports, tmp_path, {}, replicas=replicas) if s.name == "envoy"
+    )
+    envoy.argv()  # renders the bootstrap into the state folder
+    config = yaml.safe_load((tmp_path / "envoy.yaml").read_text())
+    clusters = {
+        c["name"]: [
+            e["endpoint"]["address"]["socket_address"]["port_value"]
+            for e in c["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        ]
+        for c in config["static_resources"]["clusters"]
+    }
+    assert clusters == {
+        "edge": [30010, 30011, 30012],
+        "planner": [30020, 30023],
+        "inference": [30030, 30032],
+    }
+    assert all(c["lb_policy"] == "RING_HASH" for c in config["static_resources"]["clusters"])
+    assert all(c["health_checks"] for c in config["static_resources"]["clusters"])
+
+
+def test_the_default_stack_is_unchanged(tmp_path: Path) -> None:
+    names = [s.name for s in stack.build(Ports.at(30000), tmp_path, {})]
+    assert names == [
+        "valkey", "temporal", "chroma", "triton", "inference", "planner", "worker",
+        "edge", "edge-2", "envoy",
+    ]  # fmt: skip
