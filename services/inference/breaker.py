@@ -3,8 +3,9 @@
 CLOSED counts the outcomes of recent calls in a rolling window (the last `window_calls`
 calls, none older than `window_s`). Once it holds at least `min_calls` outcomes and the
 failed share reaches `failure_ratio`, the breaker OPENs: calls are refused without reaching
-the backend. After `open_s` it is HALF_OPEN and lets exactly one probe call through; the
-probe's success CLOSEs it (with an empty window), its failure OPENs it again.
+the backend. After `open_s` (or earlier, by `probe_now()`) it is HALF_OPEN and lets exactly
+one probe call through; the probe's success CLOSEs it (with an empty window), its failure
+OPENs it again.
 
 Every admitted call holds a `Permit` and reports one outcome. Outcomes of calls admitted
 before the last transition are stale and ignored: a burst of slow failures that started
@@ -112,6 +113,16 @@ class Breaker:
             self._probing = True
             return Permit(self, self._epoch, probe=True)
         return None
+
+    def probe_now(self) -> bool:
+        """Ends an OPEN breaker's cool-down at once: HALF_OPEN, the next call is the one probe
+        that decides. For when something outside the traffic (the canary) has just seen the
+        backend answer again, so a restarted backend is not refused for the rest of `open_s`.
+        Whether it did; a CLOSED or HALF_OPEN breaker stays as it is."""
+        if self.state is not State.OPEN:
+            return False
+        self._move(State.HALF_OPEN)
+        return True
 
     def succeeded_within(self, seconds: float) -> bool:
         """Whether any call succeeded in the last `seconds`, stale ones included."""

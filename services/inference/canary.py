@@ -150,17 +150,21 @@ async def watch(
     interval_s: float,
     timeout_s: float,
     fresh: Fresh | None = None,
+    on_pass: Callable[[dict[str, str]], None] | None = None,
 ) -> None:
-    """After the first pass: the canary every `interval_s`, reporting each change of health."""
+    """After the first pass: the canary every `interval_s`, reporting each change of health,
+    and each pass's serving model by route to `on_pass`."""
     healthy = True
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await probe_routes(triton, routes, timeout_s, fresh)
+            served = await probe_routes(triton, routes, timeout_s, fresh)
             passed = True
         except CanaryFailed as exc:
             passed = False
             log.warning("periodic canary failed", extra={"fields": {"error": str(exc)}})
+        if passed and on_pass is not None:
+            on_pass(served)
         if passed != healthy:
             healthy = passed
             log.warning("health changed", extra={"fields": {"serving": healthy}})

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from switchboard.common import telemetry
 from switchboard.common.grpcserver import build_server, set_serving
 
 from . import canary
-from .breaker import BreakerConfig
+from .breaker import Breaker, BreakerConfig, State
 from .config import Settings
 from .generation import Limits
 from .models import EMBED, GENERATE, OCR, Catalog, Route, default_catalog
@@ -133,12 +134,26 @@ async def _health(
             on_change,
             interval_s=settings.canary_interval_s,
             timeout_s=settings.canary_timeout_s,
-            fresh=lambda m: router.backend(m.name).breaker.succeeded_within(
-                settings.canary_interval_s
-            ),
+            fresh=lambda m: _fresh(router.backend(m.name).breaker, settings.canary_interval_s),
+            on_pass=lambda served: probe_passed(router, served.values()),
         )
     finally:
         serving.cancel()  # a no-op once it has passed
+
+
+def _fresh(breaker: Breaker, interval_s: float) -> bool:
+    """Real traffic just proved the model, and its breaker is not OPEN: an OPEN breaker's
+    model is probed, so that a pass can end its cool-down (`probe_passed`)."""
+    return breaker.state is not State.OPEN and breaker.succeeded_within(interval_s)
+
+
+def probe_passed(router: Router, models: Iterable[str]) -> None:
+    """The canary has just seen these models answer: an OPEN breaker among them lets its
+    probe call through now, instead of refusing the model for the rest of its cool-down
+    (Triton restarted and serves again)."""
+    for model in set(models):
+        if router.backend(model).breaker.probe_now():
+            log.info("breaker half-open: the canary passed", extra={"fields": {"model": model}})
 
 
 def _fields(settings: Settings) -> dict[str, object]:

@@ -179,3 +179,57 @@ def test_only_the_first_report_of_a_permit_counts(clock: Clock) -> None:
         permit.failure()
 
     assert breaker.failures() == (0, 5)
+
+
+def test_probe_now_ends_the_cool_down_of_an_open_breaker(clock: Clock) -> None:
+    transitions: list[tuple[State, State]] = []
+    breaker = _breaker(clock, transitions)
+    slow = breaker.acquire()  # admitted while closed, still running
+    _open(breaker)
+    clock.now += 1  # 29 s of the cool-down left
+
+    assert breaker.probe_now()
+    assert _state(breaker) is State.HALF_OPEN and breaker.retry_after() == 0
+    probe = breaker.acquire()
+    assert probe is not None and probe.probe
+    assert breaker.acquire() is None  # still one probe at a time
+    assert slow is not None
+    slow.failure()  # stale: admitted before the transition
+    probe.success()
+
+    assert _state(breaker) is State.CLOSED
+    assert transitions == [
+        (State.CLOSED, State.OPEN),
+        (State.OPEN, State.HALF_OPEN),
+        (State.HALF_OPEN, State.CLOSED),
+    ]
+
+
+def test_after_probe_now_a_failed_probe_reopens_it_for_a_whole_cool_down(clock: Clock) -> None:
+    breaker = _breaker(clock)
+    _open(breaker)
+    clock.now += 1
+    breaker.probe_now()
+
+    probe = breaker.acquire()
+    assert probe is not None
+    probe.failure()
+
+    assert _state(breaker) is State.OPEN
+    assert breaker.retry_after() == 30
+
+
+def test_probe_now_leaves_a_closed_or_half_open_breaker_alone(clock: Clock) -> None:
+    transitions: list[tuple[State, State]] = []
+    breaker = _breaker(clock, transitions)
+    assert not breaker.probe_now()
+    assert _state(breaker) is State.CLOSED
+
+    _open(breaker)
+    clock.now += 30
+    probe = breaker.acquire()  # HALF_OPEN, its probe running
+    assert probe is not None
+    assert not breaker.probe_now()
+    assert breaker.acquire() is None  # no second probe
+
+    assert transitions == [(State.CLOSED, State.OPEN), (State.OPEN, State.HALF_OPEN)]

@@ -118,3 +118,40 @@ async def test_canary_keeps_retrying_while_triton_is_down(caplog: pytest.LogCapt
 
     attempts = [r for r in caplog.records if r.getMessage() == "canary failed; retrying"]
     assert len(attempts) >= 3
+
+
+@pytest.mark.asyncio
+async def test_the_periodic_canary_reports_each_pass_with_the_serving_models(
+    triton: TritonClient,
+) -> None:
+    passes: list[dict[str, str]] = []
+    changes: list[bool] = []
+    two_passes = asyncio.Event()
+
+    async def on_change(healthy: bool) -> None:
+        changes.append(healthy)
+
+    def on_pass(served: dict[str, str]) -> None:
+        passes.append(served)
+        if len(passes) == 2:
+            two_passes.set()
+
+    watching = asyncio.create_task(
+        canary.watch(
+            triton,
+            [_route("flaky", FAIL, STREAMER)],
+            on_change,
+            interval_s=0.05,
+            timeout_s=5,
+            on_pass=on_pass,
+        )
+    )
+    try:
+        await asyncio.wait_for(two_passes.wait(), 10)
+    finally:
+        watching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watching
+
+    assert passes[:2] == [{"flaky": "test-streamer"}] * 2  # every pass, not only changes
+    assert changes == []  # healthy from the start: no change to report

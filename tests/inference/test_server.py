@@ -15,10 +15,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from switchboard.inference.breaker import State
 from switchboard.inference.servicer import SERVICE_NAME
 
 from ..stack import free_ports
-from .support import WAIT_S, Service, TcpProxy, TritonProcess, running_service
+from .support import WAIT_S, Service, TcpProxy, TritonProcess, running_service, unique
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -74,6 +75,54 @@ async def test_the_periodic_canary_follows_triton_down_and_up(
             await proxy.start()
             await _until_health(service, SERVING)
             assert await _health(service.health, "") == SERVING
+    finally:
+        await proxy.cut()
+
+
+async def _generates(service: Service) -> bool:
+    """Whether one test-streamer generation through the service ends `done`."""
+    stream, request_id = service.stream(), unique("breaker")
+    stream.start(request_id, "one two")
+    try:
+        events = await stream.until_end(request_id)
+    finally:
+        stream.half_close()
+        stream.call.cancel()
+    return events[-1].WhichOneof("event") == "done"
+
+
+@pytest.mark.asyncio
+async def test_a_canary_pass_ends_the_cool_down_of_a_breaker_the_outage_opened(
+    triton_server: TritonProcess,
+) -> None:
+    proxy = TcpProxy(triton_server.grpc_address)
+    await proxy.start()
+    try:
+        async with running_service(
+            proxy.address,
+            canary_interval_s=0.2,
+            canary_timeout_s=2,
+            breaker_min_calls=2,
+            breaker_open_s=300,
+        ) as service:
+            breaker = service.router.backend("test-streamer").breaker
+            await proxy.cut()
+            async with asyncio.timeout(WAIT_S):
+                while breaker.state is not State.OPEN:  # real calls fail and open it
+                    assert not await _generates(service)
+            assert breaker.retry_after() > 250
+            assert not await _generates(service)  # refused: CIRCUIT_OPEN
+
+            await proxy.start()  # Triton is back; the next canary pass ends the cool-down
+            await _until_health(service, SERVING)
+            for _ in range(int(WAIT_S / 0.1)):  # far less than the 300 s cool-down
+                if await _generates(service):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail(f"test-streamer still refused, breaker {breaker.state}")
+            # The probe call closed it (read anew: mypy narrows `breaker.state` above).
+            assert service.router.backend("test-streamer").breaker.state is State.CLOSED
     finally:
         await proxy.cut()
 
