@@ -238,20 +238,38 @@ SCHEMAS: Final[dict[str, Any]] = {
 }
 
 _ERRORS: Final = {
-    status: {
-        "description": description,
-        "content": {"application/json": {"schema": _ref("OpenAIError")}},
-    }
-    for status, description in {
-        "400": "Invalid request (OpenAI error shape; `param` names the parameter)",
-        "401": "Missing or unknown API key",
-        "404": "Unknown model",
-        "429": "Rate limited, or the model's queue is full (Retry-After)",
-        "500": "Internal error",
-        "503": "The inference service is unavailable",
-        "default": "Error",
-    }.items()
+    "400": "Invalid request (OpenAI error shape; `param` names the parameter)",
+    "401": "Missing or unknown API key",
+    "404": "Unknown model",
+    "429": "Rate limited, or the model's queue is full (Retry-After)",
+    "500": "Internal error",
+    "503": "The inference service is unavailable",
+    "default": "Error",
 }
+# Where a body is read: the edge's total JSON parser answers these (docs/edge.md).
+_BODY_400: Final = (
+    "Invalid request (OpenAI error shape; `param` names the parameter); a body that is not "
+    "UTF-8 JSON (RFC 8259: another encoding, a byte order mark, half a surrogate pair) is "
+    "`body_not_utf8`"
+)
+_STREAMS_429: Final = (
+    "Rate limited, or the model's queue is full; with `stream: true` also "
+    "`too_many_streams`: the client holds its cap of open streams (Retry-After)"
+)
+
+
+def _errors(descriptions: dict[str, str] | None = None) -> dict[str, Any]:
+    """The error answers, with these descriptions by status instead of the general ones."""
+    answers: dict[str, Any] = {}
+    for status, description in (_ERRORS | (descriptions or {})).items():
+        answers[status] = {
+            "description": description,
+            "content": {"application/json": {"schema": _ref("OpenAIError")}},
+        }
+    answers["429"]["headers"] = {
+        "Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}
+    }
+    return answers
 
 
 def _operation(
@@ -260,12 +278,13 @@ def _operation(
     ok: dict[str, Any],
     body: str | None = None,
     example: dict[str, Any] | None = None,
+    errors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
         "tags": ["OpenAI-compatible"],
-        "responses": {"200": ok, **copy.deepcopy(_ERRORS)},
+        "responses": {"200": ok, **(errors or _errors())},
     }
     if body is not None:
         media: dict[str, Any] = {"schema": _ref(body)}
@@ -317,6 +336,7 @@ PATHS: Final[dict[str, Any]] = {
                 "messages": [{"role": "user", "content": "Say hello."}],
                 "max_tokens": 16,
             },
+            _errors({"400": _BODY_400, "429": _STREAMS_429}),
         )
     },
     "/v1/embeddings": {
@@ -326,6 +346,7 @@ PATHS: Final[dict[str, Any]] = {
             _json("An embedding list", "EmbeddingList"),
             "EmbeddingRequest",
             {"model": "default-embed", "input": ["The quick brown fox."]},
+            _errors({"400": _BODY_400}),
         )
     },
     "/v1/models": {

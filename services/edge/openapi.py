@@ -107,6 +107,8 @@ def _http_semantics(route: RestRoute, operation: dict[str, Any]) -> None:
             answer = {**success, "description": description}
         elif body == "error":
             answer["content"] = {"application/json": {"schema": _ERROR}}
+        if status == "429":
+            answer["headers"] = {"Retry-After": RETRY_AFTER}
         responses[status] = answer
     if route.streaming:
         operation["security"] = [{"apiKey": []}, {"streamToken": []}]
@@ -118,6 +120,23 @@ def _header(name: str, description: str, where: str = "header") -> dict[str, Any
 
 def _out(description: str) -> dict[str, Any]:
     return {"description": description, "schema": {"type": "string"}}
+
+
+# Every 429 of the edge says when to try again (RATE_LIMITED, TOO_MANY_STREAMS, QUEUE_FULL).
+RETRY_AFTER: Final = _out("Seconds to wait before trying again.")
+# The answers of total parsers (docs/edge.md), where the input they read exists.
+BODY_400: Final = (
+    "The body is not a valid request: not UTF-8 JSON (BODY_NOT_UTF8: RFC 8259 asks for "
+    "UTF-8; another encoding, a byte order mark or half a surrogate pair is refused), "
+    "nested too deep (BODY_TOO_DEEP), not readable as the request (MALFORMED_REQUEST), or "
+    "against the contract's rules (VALIDATION_FAILED).",
+    "error",
+)
+STREAMS_429: Final = (
+    "The client already holds its cap of open streams (SSE job streams, streamed chat "
+    "completions, chat sockets): TOO_MANY_STREAMS; or it is rate limited (RATE_LIMITED).",
+    "error",
+)
 
 
 _EXTRA_PARAMETERS: Final[dict[str, list[dict[str, Any]]]] = {
@@ -158,11 +177,23 @@ _RESPONSE_HEADERS: Final[dict[str, dict[str, Any]]] = {
 _EXTRA_RESPONSES: Final[dict[str, dict[str, tuple[str, str]]]] = {
     "CreateJob": {
         "200": ("The job, which ended within the Prefer: wait time.", "success"),
+        "400": BODY_400,
         "413": ("The body is larger than the edge accepts (BODY_TOO_LARGE).", "error"),
         "422": ("The Idempotency-Key came with another request before.", "error"),
     },
-    "CancelJob": {"413": ("The body is larger than the edge accepts.", "error")},
+    "CancelJob": {
+        "400": BODY_400,
+        "413": ("The body is larger than the edge accepts.", "error"),
+    },
     "GetJob": {"304": ("Unchanged since the If-None-Match ETag.", "")},
-    "WatchJob": {"204": ("Nothing after the cursor and the job is over: stop reconnecting.", "")},
+    "WatchJob": {
+        "204": ("Nothing after the cursor and the job is over: stop reconnecting.", ""),
+        "400": (
+            "The Last-Event-ID (or lastEventId, after, afterCursor) is not an event cursor "
+            "in the event log's range (INVALID_CURSOR).",
+            "error",
+        ),
+        "429": STREAMS_429,
+    },
     "GetJobResult": {"409": ("The job still runs (JOB_NOT_FINISHED); see Retry-After.", "error")},
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from switchboard.edge.openai_schema import add_openai
 from switchboard.edge.openapi import document
 from switchboard.edge.routes import job_routes
 
@@ -60,3 +61,24 @@ def test_document_states_the_http_semantics_the_edge_adds() -> None:
     assert events["security"] == [{"apiKey": []}, {"streamToken": []}]
     assert doc["components"]["securitySchemes"]["streamToken"]["in"] == "query"
     assert "409" in doc["paths"]["/v1/jobs/{job_id}/result"]["get"]["responses"]
+
+
+def test_document_states_the_answers_of_the_total_parsers_and_the_stream_cap() -> None:
+    doc = add_openai(document(job_routes()))
+    paths = doc["paths"]
+    events = paths["/v1/jobs/{job_id}/events"]["get"]["responses"]
+    assert "INVALID_CURSOR" in events["400"]["description"]
+    assert "TOO_MANY_STREAMS" in events["429"]["description"]
+    assert set(events["429"]["headers"]) == {"Retry-After"}
+    for path, method in (("/v1/jobs", "post"), ("/v1/jobs/{job_id}/cancel", "post")):
+        assert "BODY_NOT_UTF8" in paths[path][method]["responses"]["400"]["description"]
+    chat = paths["/v1/chat/completions"]["post"]["responses"]
+    assert "too_many_streams" in chat["429"]["description"]
+    assert set(chat["429"]["headers"]) == {"Retry-After"}
+    assert "body_not_utf8" in chat["400"]["description"]
+    embeddings = paths["/v1/embeddings"]["post"]["responses"]
+    assert "body_not_utf8" in embeddings["400"]["description"]
+    assert "too_many_streams" not in embeddings["429"]["description"]  # never streamed
+    # Routes without a body or a cursor promise neither.
+    assert "400" not in paths["/v1/jobs/{job_id}"]["get"]["responses"]
+    assert "body_not_utf8" not in paths["/v1/models"]["get"]["responses"]["400"]["description"]
