@@ -61,8 +61,9 @@ def setup(service: str, level: str = "INFO") -> None:
     trace.set_tracer_provider(provider)
 
 
-def serve_metrics(port: int) -> None:
-    prometheus_client.start_http_server(port, addr="127.0.0.1")
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """/metrics on `host`: loopback locally; the pod's address in a cluster, for Prometheus."""
+    prometheus_client.start_http_server(port, addr=host)
 
 
 def inject(carrier: dict[str, str] | None = None) -> dict[str, str]:

@@ -175,5 +175,5 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env(os.environ)
     telemetry.setup("inference", settings.log_level)
-    telemetry.serve_metrics(settings.metrics_port)
+    telemetry.serve_metrics(settings.metrics_port, settings.host)
     asyncio.run(serve(settings))

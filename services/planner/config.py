@@ -102,6 +102,8 @@ class WorkerSettings:
     """The Temporal worker that runs JobWorkflow and its activities."""
 
     metrics_port: int
+    # The worker serves only /metrics: loopback locally, the pod's address in a cluster.
+    metrics_host: str
     temporal_address: str
     temporal_namespace: str
     task_queue: str
@@ -126,6 +128,7 @@ class WorkerSettings:
         env = Env(environ, "SWITCHBOARD_WORKER")
         return cls(
             metrics_port=env.int("METRICS_PORT", 9102),
+            metrics_host=env.str("METRICS_HOST", "127.0.0.1"),
             temporal_address=env.str("TEMPORAL_ADDRESS", "127.0.0.1:7233"),
             temporal_namespace=env.str("TEMPORAL_NAMESPACE", "default"),
             task_queue=env.str("TASK_QUEUE", DEFAULT_TASK_QUEUE),

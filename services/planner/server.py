@@ -69,6 +69,6 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env(os.environ)
     telemetry.setup("planner", settings.log_level)
-    telemetry.serve_metrics(settings.metrics_port)
+    telemetry.serve_metrics(settings.metrics_port, settings.host)
     asyncio.run(serve(settings))
     process.exit_after_shutdown()

@@ -124,7 +124,7 @@ async def run(settings: WorkerSettings) -> None:
     current: list[Worker] = []
     running = asyncio.create_task(_keep_running(build, current))
     # The launcher takes a served /metrics as "ready", so it is served once the worker runs.
-    telemetry.serve_metrics(settings.metrics_port)
+    telemetry.serve_metrics(settings.metrics_port, settings.metrics_host)
     stop = asyncio.create_task(process.wait_for_stop())
     log.info("ready", extra={"fields": {"task_queue": settings.task_queue}})
     try:

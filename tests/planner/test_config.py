@@ -38,6 +38,12 @@ def test_worker_reads_its_own_prefix() -> None:
     assert (settings.inference_address, settings.task_queue) == ("127.0.0.1:18001", "q")
 
 
+def test_worker_metrics_listen_on_loopback_unless_told() -> None:
+    assert WorkerSettings.from_env({}).metrics_host == "127.0.0.1"
+    told = WorkerSettings.from_env({"SWITCHBOARD_WORKER_METRICS_HOST": "0.0.0.0"})
+    assert told.metrics_host == "0.0.0.0"
+
+
 def test_bad_number_names_the_variable() -> None:
     with pytest.raises(ValueError, match="SWITCHBOARD_PLANNER_PORT"):
         Settings.from_env({"SWITCHBOARD_PLANNER_PORT": "http"})
