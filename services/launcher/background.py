@@ -58,9 +58,12 @@ def start(
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         state = _state(state_dir)
-        if state.get("state") == "ready":
+        # The supervisor runs in `proc`; until it writes its first state, the file is an
+        # earlier stack's ("stopped", or "ready" from one that was killed) and says nothing.
+        ours = state.get("supervisor_pid") == proc.pid
+        if ours and state.get("state") == "ready":
             return stack
-        if proc.poll() is not None or state.get("state") in ("stopping", "stopped"):
+        if proc.poll() is not None or (ours and state.get("state") in ("stopping", "stopped")):
             break
         time.sleep(0.2)
     stack.stop()

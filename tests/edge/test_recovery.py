@@ -85,8 +85,6 @@ async def test_keys_and_rate_limits_work_again_after_valkey_restarts(
             assert "ratelimit-limit" not in unlimited.headers, "rate limits fail open"
 
             # Back on the same port with its append-only file: the same key, no edge restart.
-            # The stopped stack's state file would read as this start's failure.
-            (state / "state.json").unlink()
             stack = start_stack(state, ports, only=("valkey",))
             back = await _answer_within(http, url, unseen, 200, RECOVERY_SECONDS)
             assert "ratelimit-limit" in back.headers
