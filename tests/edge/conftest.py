@@ -239,13 +239,26 @@ async def running(server: EdgeServer) -> AsyncIterator[EdgeServer]:
         await asyncio.wait_for(task, WAIT_SECONDS)
 
 
-@pytest_asyncio.fixture
-async def client(edge_server: EdgeServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{edge_server.port}",
+def authenticated(server: EdgeServer) -> httpx.AsyncClient:
+    """A client of a running edge that sends the test key (to be closed: `async with`)."""
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}",
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=WAIT_SECONDS,
-    ) as http:
+    )
+
+
+@asynccontextmanager
+async def edge_client(address: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A real edge (`settings_for(address)`, `settings` overriding) and a client for it."""
+    edge_settings = dataclasses.replace(settings_for(address), **settings)
+    async with running(build_server(edge_settings)) as edge, authenticated(edge) as http:
+        yield http
+
+
+@pytest_asyncio.fixture
+async def client(edge_server: EdgeServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with authenticated(edge_server) as http:
         yield http
 
 

@@ -8,7 +8,6 @@ WatchJob calls, the open ones and the cancelled ones: N subscribers must cost on
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,11 +26,10 @@ from switchboard.edge import hub as hub_module
 from switchboard.edge import subscription as subscription_module
 from switchboard.edge.hub import CANCEL_LABEL, Hub, is_terminal
 from switchboard.edge.planner import Planner
-from switchboard.edge.server import build_server
 from switchboard.edge.sse import Tick
 from switchboard.edge.subscription import Subscription
 
-from .conftest import API_KEY, CLIENT, WAIT_SECONDS, StandInPlanner, running, settings_for
+from .conftest import CLIENT, WAIT_SECONDS, StandInPlanner, edge_client
 from .test_sse import Reader
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -172,21 +170,6 @@ async def serving(servicer: LivePlanner) -> AsyncIterator[LivePlanner]:
         yield servicer
     finally:
         await server.stop(None)
-
-
-@asynccontextmanager
-async def edge_client(address: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """A real edge (settings from conftest, `settings` overriding) and a client for it."""
-    edge_settings = dataclasses.replace(settings_for(address), **settings)
-    async with (
-        running(build_server(edge_settings)) as edge,
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{edge.port}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=WAIT_SECONDS,
-        ) as http,
-    ):
-        yield http
 
 
 @pytest_asyncio.fixture

@@ -14,8 +14,9 @@ import pytest_asyncio
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.edge.wait import preferred_wait
 
+from .conftest import edge_client
 from .test_handlers import GENERATE, error_reason
-from .test_hub import JOB, LivePlanner, edge_client, eventually, serving, state, token
+from .test_hub import JOB, LivePlanner, eventually, serving, state, token
 
 
 @pytest_asyncio.fixture

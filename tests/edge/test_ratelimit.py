@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +14,8 @@ from prometheus_client import REGISTRY
 
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.edge.ratelimit import Limit, Limits
-from switchboard.edge.server import build_server
 
-from .conftest import API_KEY, WAIT_SECONDS, StandInPlanner, job, running, settings_for
+from .conftest import StandInPlanner, edge_client, job
 from .processes import edges
 
 BURST = 10
@@ -134,21 +132,13 @@ async def test_without_valkey_requests_pass_unlimited_and_are_counted(
     planner: StandInPlanner, no_planner_address: str
 ) -> None:
     """Fail open: Valkey (here an address nothing listens on) cannot answer."""
-    settings = dataclasses.replace(
-        settings_for(planner.address),
-        valkey_url=f"valkey://{no_planner_address}/0",
-        rate_limits=Limits(Limit(PER_SECOND, 1)),
-    )
     unchecked = ("switchboard_edge_rate_limit_decisions_total", {"decision": "unchecked"})
     before = REGISTRY.get_sample_value(*unchecked) or 0.0
-    async with (
-        running(build_server(settings)) as server,
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{server.port}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=WAIT_SECONDS,
-        ) as http,
-    ):
+    async with edge_client(
+        planner.address,
+        valkey_url=f"valkey://{no_planner_address}/0",
+        rate_limits=Limits(Limit(PER_SECOND, 1)),
+    ) as http:
         answers = [await http.get("/v1/jobs") for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert all("ratelimit-limit" not in a.headers for a in answers)

@@ -18,11 +18,10 @@ from valkey.asyncio import Valkey
 from switchboard.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from switchboard.common.grpcserver import ServiceInterceptor
 from switchboard.edge.keys import KeyStore
-from switchboard.edge.server import build_server
 from switchboard.launcher.ports import free_block
 
 from ..stack import start_stack
-from .conftest import API_KEY, WAIT_SECONDS, StandInPlanner, job, running, settings_for
+from .conftest import API_KEY, StandInPlanner, edge_client, job
 from .processes import edges
 
 RECOVERY_SECONDS = 20.0
@@ -102,15 +101,7 @@ async def test_requests_work_again_after_the_planner_comes_back(
     """The edge starts against an address nothing serves yet; once a planner serves there,
     requests and event streams work with no restart."""
     planner.jobs["jobs/j-1"] = job("j-1", jobs_pb2.Job.SUCCEEDED)
-    settings = settings_for(no_planner_address)
-    async with (
-        running(build_server(settings)) as server,
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{server.port}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=WAIT_SECONDS,
-        ) as http,
-    ):
+    async with edge_client(no_planner_address) as http:
         down = await http.get("/v1/jobs/j-1")
         assert down.status_code == 503
         async with _planner_at(planner, no_planner_address):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Callable
 
@@ -12,10 +11,10 @@ import pytest
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import Unavailable
-from switchboard.edge.server import EdgeServer, build_server
+from switchboard.edge.server import EdgeServer
 from switchboard.edge.sse import event_frame
 
-from .conftest import API_KEY, WAIT_SECONDS, StandInPlanner, job, running, settings_for
+from .conftest import WAIT_SECONDS, StandInPlanner, edge_client, job
 
 
 def state_event(cursor: str, state: str) -> events_pb2.JobEvent:
@@ -262,14 +261,8 @@ async def test_stream_ends_after_sse_max_seconds_without_cancelling_the_job(
     watched.jobs["jobs/job-1"].labels["cancel-on-disconnect"] = "true"
     watched.events = watched.events[:4]  # still running
     watched.hold = True
-    settings = dataclasses.replace(settings_for(watched.address), sse_max_seconds=0.5)
     async with (
-        running(build_server(settings)) as edge,
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{edge.port}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=WAIT_SECONDS,
-        ) as http,
+        edge_client(watched.address, sse_max_seconds=0.5) as http,
         http.stream("GET", "/v1/jobs/job-1/events") as response,
     ):
         started = asyncio.get_running_loop().time()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from switchboard.api.jobs.v1 import jobs_pb2
-from switchboard.edge.server import build_server
 
-from .conftest import API_KEY, WAIT_SECONDS, StandInPlanner, job, running, settings_for
+from .conftest import WAIT_SECONDS, StandInPlanner, edge_client, job
 from .processes import EdgeProcess, edges
 
 CAP = 2
@@ -140,19 +138,13 @@ async def test_without_valkey_streams_open_unchecked_and_are_counted(
     held_job: StandInPlanner, no_planner_address: str
 ) -> None:
     """Fail open: Valkey (here an address nothing listens on) cannot answer."""
-    settings = dataclasses.replace(
-        settings_for(held_job.address),
-        valkey_url=f"valkey://{no_planner_address}/0",
-        max_streams_per_client=1,
-    )
     unchecked = ("switchboard_edge_stream_slots_total", {"decision": "unchecked"})
     before = REGISTRY.get_sample_value(*unchecked) or 0.0
     async with (
-        running(build_server(settings)) as server,
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{server.port}",
-            headers={"Authorization": f"Bearer {API_KEY}"},
-            timeout=WAIT_SECONDS,
+        edge_client(
+            held_job.address,
+            valkey_url=f"valkey://{no_planner_address}/0",
+            max_streams_per_client=1,
         ) as http,
         http.stream("GET", "/v1/jobs/j-1/events") as a,
         http.stream("GET", "/v1/jobs/j-1/events") as b,

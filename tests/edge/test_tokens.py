@@ -15,9 +15,8 @@ from switchboard.common.settings import Secret
 from switchboard.edge.errors import StreamTokenInvalid
 from switchboard.edge.tokens import StreamTokens
 
-from .conftest import CLIENT, WAIT_SECONDS, StandInPlanner, job, settings_for
+from .conftest import CLIENT, WAIT_SECONDS, StandInPlanner, edge_client, job, settings_for
 from .test_handlers import GENERATE, error_reason
-from .test_hub import edge_client
 from .test_sse import Reader, fields, frames, state_event
 
 JOB = "jobs/job-1"
