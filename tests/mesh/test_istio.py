@@ -215,10 +215,8 @@ def test_the_gateway_and_envoy_filter_select_the_gateway_pods() -> None:
 def test_every_hash_header_is_one_the_code_sends() -> None:
     sent = {hashkeys.JOB_ID_HEADER, hashkeys.SESSION_ID_HEADER}
     rules = rules_by_host()
-    assert istio.consistent_hash(rules[fqdn("planner")], None) == {
-        "httpHeaderName": hashkeys.JOB_ID_HEADER,
-        "ringHash": {"minimumRingSize": 1024},
-    }
+    planner = istio.consistent_hash(rules[fqdn("planner")], None)
+    assert planner and planner["httpHeaderName"] == hashkeys.JOB_ID_HEADER
     inference = istio.consistent_hash(rules[fqdn("inference")], None)
     assert inference and inference["httpHeaderName"] == hashkeys.SESSION_ID_HEADER
     chat = istio.consistent_hash(rules[fqdn("edge")], "chat")
@@ -367,8 +365,7 @@ def test_the_sidecars_route_grpc_as_the_local_envoy(local_name: str, service: st
 def test_limits_and_outlier_detection_equal_the_local_clusters(service: str) -> None:
     cluster = local_cluster(service)
     policy = rules_by_host()[fqdn(service)]["spec"]["trafficPolicy"]
-    ring = cluster["ring_hash_lb_config"]["minimum_ring_size"]
-    assert policy["loadBalancer"]["consistentHash"]["ringHash"] == {"minimumRingSize": ring}
+    assert _hash_algorithm(policy["loadBalancer"]["consistentHash"]) == _local_algorithm(cluster)
     (breakers,) = cluster["circuit_breakers"]["thresholds"]
     pool = policy["connectionPool"]
     assert pool["tcp"]["maxConnections"] == breakers["max_connections"]
@@ -381,6 +378,29 @@ def test_limits_and_outlier_detection_equal_the_local_clusters(service: str) -> 
     assert seconds(outliers["interval"]) == seconds(local["interval"])
     assert seconds(outliers["baseEjectionTime"]) == seconds(local["base_ejection_time"])
     assert outliers["maxEjectionPercent"] == local["max_ejection_percent"]
+
+
+def _local_algorithm(cluster: Mapping[str, Any]) -> tuple[str, int]:
+    if cluster["lb_policy"] == "MAGLEV":
+        return ("maglev", cluster["maglev_lb_config"]["table_size"])
+    if cluster["lb_policy"] == "RING_HASH":
+        return ("ring", cluster["ring_hash_lb_config"]["minimum_ring_size"])
+    raise AssertionError(f"{cluster['name']} does not hash: {cluster['lb_policy']}")
+
+
+def _hash_algorithm(consistent_hash: Mapping[str, Any]) -> tuple[str, int]:
+    if "maglev" in consistent_hash:
+        return ("maglev", consistent_hash["maglev"]["tableSize"])
+    return ("ring", consistent_hash["ringHash"]["minimumRingSize"])
+
+
+def test_every_hashing_rule_uses_the_local_algorithm() -> None:
+    local = _local_algorithm(local_cluster("edge"))
+    for rule in kind("DestinationRule"):
+        for subset in [None, *(s["name"] for s in rule["spec"].get("subsets", []))]:
+            found = istio.consistent_hash(rule, subset)
+            if found is not None:
+                assert _hash_algorithm(found) == local, rule["metadata"]["name"]
 
 
 # The EnvoyFilter's values are free-form to Istio's schema: Envoy itself checks them.
