@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from switchboard.launcher import background
+from switchboard.launcher import background, stack
 from switchboard.launcher.ports import Ports
 from switchboard.launcher.replicas import Replicas
 
@@ -32,3 +35,46 @@ def start_stack(
         return background.start(state_dir, ports, only, replicas)
     except background.StackFailed as e:
         pytest.fail(str(e))
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A whole stack that runs: its addresses, token, logs and state."""
+
+    ports: Ports
+    state_dir: Path
+
+    @property
+    def public(self) -> str:
+        return f"http://127.0.0.1:{self.ports.public}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def internal_token(self) -> str:
+        """What a trusted internal caller sends as x-switchboard-internal to the planner."""
+        return stack.read_internal_token(self.state_dir)
+
+    def log(self, name: str) -> str:
+        return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def state(self) -> dict[str, object]:
+        data = json.loads((self.state_dir / "state.json").read_text())
+        assert isinstance(data, dict)
+        return data
+
+
+@contextmanager
+def running_stack(state_dir: Path, ports: Ports, env: Mapping[str, str]) -> Iterator[Stack]:
+    """The whole stack, with `env` in the launcher's environment (it hands its environment
+    to every process it starts and restarts); stopped on exit."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        proc = start_stack(state_dir, ports)
+    try:
+        yield Stack(ports, state_dir)
+    finally:
+        proc.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -18,6 +19,7 @@ from switchboard.launcher.ports import Ports, free_block
 from switchboard.planner import process
 
 from ..stack import start_stack
+from . import restartable
 from .fake_inference import FakeInference
 from .support import Planner, running_planner, running_worker, serving
 
@@ -63,6 +65,17 @@ def real_inference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{ports.inference}"
     finally:
         proc.stop()
+
+
+@pytest_asyncio.fixture
+async def own_valkey(tmp_path: Path) -> AsyncIterator[restartable.Restartable]:
+    """A valkey-server of the test's own, to kill and start again on its port and data."""
+    server = restartable.valkey(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

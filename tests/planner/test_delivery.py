@@ -48,6 +48,11 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
+def _outcome(delivery: Delivery) -> tuple[int, int, int]:
+    """(state, attempts, last HTTP status) of a delivery."""
+    return delivery.state, delivery.attempts, delivery.last_http_status
+
+
 def reason(status: status_pb2.Status) -> str:
     info = error_details_pb2.ErrorInfo()
     return next((info.reason for d in status.details if d.Unpack(info)), "")
@@ -104,7 +109,7 @@ async def test_an_attempt_that_cannot_succeed_later_returns_the_failure_at_once(
     async with receiving([410]) as receiver:
         webhooks = Webhooks(_settings("acme"))
         outcome = await _attempt("j-1", 1).run(webhooks.deliver_webhook, _job(receiver.url()))
-    assert (outcome.state, outcome.attempts, outcome.last_http_status) == (Delivery.FAILED, 1, 410)
+    assert _outcome(outcome) == (Delivery.FAILED, 1, 410)
     assert reason(outcome.error) == "WEBHOOK_RECEIVER_REFUSED"
     assert outcome.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
@@ -116,7 +121,7 @@ async def test_the_last_attempt_returns_the_failure_and_a_later_one_sends_nothin
         webhooks = Webhooks(settings)
         last = await _attempt("j-1", 2).run(webhooks.deliver_webhook, _job(receiver.url()))
         past = await _attempt("j-1", 3).run(webhooks.deliver_webhook, _job(receiver.url()))
-    assert (last.state, last.attempts, last.last_http_status) == (Delivery.FAILED, 2, 500)
+    assert _outcome(last) == (Delivery.FAILED, 2, 500)
     assert reason(last.error) == "WEBHOOK_DELIVERY_FAILED"
     assert (past.state, past.attempts) == (Delivery.FAILED, 2)  # retried after a timeout
     assert len(receiver.requests) == 1
@@ -143,7 +148,7 @@ async def test_a_failed_attempt_is_logged_to_the_job_with_its_next_time(
             await _attempt(job_id, 1).run(webhooks.deliver_webhook, _job(receiver.url()))
     (logged,) = [e async for e in _stored(events, f"acme/{job_id}")]
     pending = logged.webhook
-    assert (pending.state, pending.attempts, pending.last_http_status) == (Delivery.PENDING, 1, 503)
+    assert _outcome(pending) == (Delivery.PENDING, 1, 503)
     assert reason(pending.error) == "WEBHOOK_DELIVERY_FAILED"
     wait = pending.next_attempt_time.ToDatetime() - logged.create_time.ToDatetime()
     assert timedelta(seconds=1.9) <= wait <= timedelta(seconds=2.1)
@@ -237,14 +242,10 @@ async def test_a_delivery_retried_until_delivered_shows_on_the_job_and_in_its_lo
 
     assert job.state == Job.SUCCEEDED
     delivery = job.webhook_delivery
-    assert (delivery.state, delivery.attempts, delivery.last_http_status) == (
-        Delivery.DELIVERED,
-        3,
-        200,
-    )
+    assert _outcome(delivery) == (Delivery.DELIVERED, 3, 200)
     assert delivery.HasField("deliver_time") and not delivery.HasField("error")
     logged = _webhook_events(seen)
-    assert [(w.state, w.attempts, w.last_http_status) for w in logged] == [
+    assert [_outcome(w) for w in logged] == [
         (Delivery.PENDING, 1, 500),
         (Delivery.PENDING, 2, 500),
         (Delivery.DELIVERED, 3, 200),
@@ -279,7 +280,7 @@ async def test_a_forbidden_destination_is_refused_at_the_first_attempt(
 
     assert job.state == Job.SUCCEEDED  # a failed delivery leaves the job's state alone
     delivery = job.webhook_delivery
-    assert (delivery.state, delivery.attempts, delivery.last_http_status) == (Delivery.FAILED, 1, 0)
+    assert _outcome(delivery) == (Delivery.FAILED, 1, 0)
     assert reason(delivery.error) == "WEBHOOK_DESTINATION_FORBIDDEN"
     assert _webhook_events(seen) == [delivery]
     started = [
@@ -302,11 +303,7 @@ async def test_a_receiver_that_refuses_for_good_is_not_asked_again(
 
     assert len(receiver.requests) == 1
     delivery = job.webhook_delivery
-    assert (delivery.state, delivery.attempts, delivery.last_http_status) == (
-        Delivery.FAILED,
-        1,
-        410,
-    )
+    assert _outcome(delivery) == (Delivery.FAILED, 1, 410)
     assert reason(delivery.error) == "WEBHOOK_RECEIVER_REFUSED"
     assert _webhook_events(seen) == [delivery]
 
@@ -328,11 +325,7 @@ async def test_a_delivery_whose_every_attempt_fails_ends_failed(
     assert job.state == Job.SUCCEEDED
     assert [path for path, _, _ in receiver.requests] == ["/hook", "/hook"]
     delivery = job.webhook_delivery
-    assert (delivery.state, delivery.attempts, delivery.last_http_status) == (
-        Delivery.FAILED,
-        2,
-        302,
-    )
+    assert _outcome(delivery) == (Delivery.FAILED, 2, 302)
     assert reason(delivery.error) == "WEBHOOK_DELIVERY_FAILED"
     assert [w.state for w in _webhook_events(seen)] == [Delivery.PENDING, Delivery.FAILED]
     assert [j.webhook_delivery for j in listed.jobs] == [delivery]

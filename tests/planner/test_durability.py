@@ -9,9 +9,7 @@ the inference service is the tests' fake with a paced model, defined here.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,10 +23,9 @@ from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.planner.events import TERMINAL_STATES
 
-from ..stack import free_ports
 from .conftest import Infra
 from .fake_inference import FakeInference
-from .processes import Process, spawn
+from .processes import Process, start_worker
 from .support import eventually, running_planner, serving, states
 
 PACED = "paced"
@@ -66,27 +63,6 @@ async def paced() -> AsyncIterator[tuple[PacedInference, str]]:
         yield fake, address
 
 
-async def _worker(infra: Infra, inference: str, queue: str, log: Path) -> Process:
-    """A worker process as the launcher runs it; returns once it logged "ready"."""
-    (metrics_port,) = free_ports(1)
-    settings = {
-        "TEMPORAL_ADDRESS": infra.temporal,
-        "VALKEY_URL": f"valkey://{infra.valkey}/0",
-        "TASK_QUEUE": queue,
-        "METRICS_PORT": metrics_port,
-        "INFERENCE_ADDRESS": inference,
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update({f"SWITCHBOARD_WORKER_{k}": str(v) for k, v in settings.items()})
-    module = "switchboard.planner.worker"
-    worker = spawn(module, [sys.executable, "-m", module], "", log, env)
-    async with asyncio.timeout(READY_S):
-        while '"msg": "ready"' not in worker.log.read_text(errors="replace"):
-            assert worker.popen.poll() is None, worker.tail()
-            await asyncio.sleep(0.1)
-    return worker
-
-
 def _final_attempt(stored: list[events_pb2.JobEvent]) -> list[events_pb2.JobEvent]:
     """The events after the last "retrying" progress event (tokens restart there)."""
     retries = [i for i, e in enumerate(stored) if e.HasField("progress")]
@@ -105,7 +81,9 @@ async def test_job_survives_its_worker_killed_mid_generation(
     fake, address = paced
     queue = f"test-{uuid.uuid4().hex}"
     prompt = " ".join(f"w{i}" for i in range(WORDS))
-    first = await _worker(infra, address, queue, tmp_path / "worker-1.log")
+    first = await start_worker(
+        infra.temporal, infra.valkey, address, queue, tmp_path / "worker-1.log"
+    )
     second: Process | None = None
     try:
         async with running_planner(temporal_client, valkey_client, fake, queue) as planner:
@@ -118,7 +96,9 @@ async def test_job_survives_its_worker_killed_mid_generation(
             await eventually(tokens_logged)
             first.popen.send_signal(signal.SIGKILL)
             assert await asyncio.to_thread(first.popen.wait, 10) == -signal.SIGKILL
-            second = await _worker(infra, address, queue, tmp_path / "worker-2.log")
+            second = await start_worker(
+                infra.temporal, infra.valkey, address, queue, tmp_path / "worker-2.log"
+            )
 
             async def succeeded() -> bool:
                 return (await planner.get(job.name)).state == jobs_pb2.Job.SUCCEEDED

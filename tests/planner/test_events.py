@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import pytest
 from valkey.asyncio import Valkey
@@ -289,11 +289,7 @@ async def test_a_reader_stops_with_its_last_watcher_and_a_new_one_starts(
     valkey_client: Valkey,
 ) -> None:
     log, wid = EventLog(valkey_client, heartbeat_seconds=30), _wid()
-    await log.append_state(wid, _state(wid, "QUEUED"))
-    watch = log.watch(wid, "")
-    async with asyncio.timeout(WAIT_S):
-        await anext(watch)
-    await _until(lambda: _blocked(valkey_client))
+    (watch,) = await _watching(log, wid, valkey_client, count=1)
     await watch.aclose()
     assert await _blocked_readers(valkey_client) == 0  # released before aclose returned
 
@@ -308,15 +304,8 @@ async def test_a_lost_reader_connection_reconnects_and_every_watcher_goes_on(
     valkey_client: Valkey,
 ) -> None:
     log, wid = EventLog(valkey_client, heartbeat_seconds=30), _wid()
-    await log.append_state(wid, _state(wid, "QUEUED"))
-    watchers = [log.watch(wid, "") for _ in range(3)]
-    async with asyncio.timeout(WAIT_S):
-        for watch in watchers:
-            await anext(watch)
-    await _until(lambda: _blocked(valkey_client))
-    reader_id = log.hub.reader_id
-    assert reader_id is not None
-    await valkey_client.client_kill_filter(_id=str(reader_id))
+    watchers = await _watching(log, wid, valkey_client, count=3)
+    reader_id = await _kill_reader(log, valkey_client)
     await _until(lambda: _reconnected(log, reader_id))
 
     # The same reader, on a new connection, reads on from where it was: nothing is lost.
@@ -334,15 +323,8 @@ async def test_a_reader_that_cannot_reconnect_in_time_fails_every_watcher_as_una
     valkey_client: Valkey,
 ) -> None:
     log, wid = EventLog(valkey_client, heartbeat_seconds=30, reader_outage_seconds=0), _wid()
-    await log.append_state(wid, _state(wid, "QUEUED"))
-    watchers = [log.watch(wid, "") for _ in range(2)]
-    async with asyncio.timeout(WAIT_S):
-        for watch in watchers:
-            await anext(watch)
-    await _until(lambda: _blocked(valkey_client))
-    reader_id = log.hub.reader_id
-    assert reader_id is not None
-    await valkey_client.client_kill_filter(_id=str(reader_id))
+    watchers = await _watching(log, wid, valkey_client, count=2)
+    await _kill_reader(log, valkey_client)
 
     for watch in watchers:
         with pytest.raises(EventLogUnavailable):
@@ -352,6 +334,28 @@ async def test_a_reader_that_cannot_reconnect_in_time_fails_every_watcher_as_una
     await log.append_state(wid, _state(wid, "CANCELLED"))
     assert states_of(await _all(log.watch(wid, ""))) == ["QUEUED", "CANCELLED"]
     assert log.hub.readers_started == 2
+
+
+async def _watching(
+    log: EventLog, wid: str, client: Valkey, count: int
+) -> list[AsyncGenerator[events_pb2.JobEvent, None]]:
+    """`count` watches of a QUEUED job, each past that first event, once the one reader
+    they share blocks in XREAD."""
+    await log.append_state(wid, _state(wid, "QUEUED"))
+    watchers = [log.watch(wid, "") for _ in range(count)]
+    async with asyncio.timeout(WAIT_S):
+        for watch in watchers:
+            await anext(watch)
+    await _until(lambda: _blocked(client))
+    return watchers
+
+
+async def _kill_reader(log: EventLog, client: Valkey) -> int:
+    """Kills the shared reader's connection, as a Valkey restart would; the reader's id."""
+    reader_id = log.hub.reader_id
+    assert reader_id is not None
+    await client.client_kill_filter(_id=str(reader_id))
+    return reader_id
 
 
 async def _reconnected(log: EventLog, old_id: int) -> bool:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import grpc
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -37,8 +36,9 @@ from switchboard.planner.workflows import GENERATE
 from . import restartable
 from .conftest import Infra
 from .processes import Process, start_worker
-from .support import Planner, eventually, running_planner, serving, states
+from .support import eventually, running_planner, serving, states
 from .test_durability import PACED, PacedInference
+from .test_reconnect import until_succeeded
 
 WORDS = 40  # 4 s of tokens: Temporal dies after the first few
 KILL_AFTER_TOKENS = 5
@@ -86,7 +86,7 @@ async def test_a_completion_lost_in_a_temporal_outage_is_not_generated_again(
             await _until_logged(worker, COMPLETION_DROPPED, within_s=COMPLETION_DROPPED_S)
             await temporal.start()  # same port, same SQLite file
 
-            await _until_succeeded(planner, job.name, within_s=90)
+            await until_succeeded(planner, job.name, within_s=90)
             stored = await planner.stored(job.name)
             done = await planner.get(job.name)
             completed_by = await _completed_attempts(client, wid)
@@ -110,19 +110,6 @@ async def _until_logged(worker: Process, line: str, within_s: float) -> None:
         return line in worker.log.read_text(errors="replace")
 
     await eventually(logged, within_s=within_s)
-
-
-async def _until_succeeded(planner: Planner, name: str, within_s: float) -> None:
-    """Until GetJob says SUCCEEDED; UNAVAILABLE (Temporal still starting) is waited out."""
-
-    async def succeeded() -> bool:
-        try:
-            return (await planner.get(name)).state == Job.SUCCEEDED
-        except grpc.aio.AioRpcError as e:
-            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
-            return False
-
-    await eventually(succeeded, within_s=within_s)
 
 
 async def _completed_attempts(client: Client, wid: str) -> list[int]:

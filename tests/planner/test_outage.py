@@ -7,7 +7,6 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -132,16 +131,6 @@ async def test_a_retry_after_a_lost_completion_returns_the_recorded_generation(
     # Another run of the same job id (the id used again after retention) generates anew.
     await _environment(wid, "run-2", 1).run(activities.generate_stage, _task("a b c"))
     assert len(servicer.starts) == 2
-
-
-@pytest_asyncio.fixture
-async def own_valkey(tmp_path: Path) -> AsyncIterator[restartable.Restartable]:
-    server = restartable.valkey(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _log(wid: str, message: str) -> events_pb2.JobEvent:

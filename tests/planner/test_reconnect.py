@@ -7,15 +7,11 @@ are logged once Valkey is back."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 from temporalio.client import Client
 from valkey.asyncio import Valkey
 
@@ -23,25 +19,14 @@ from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.planner import events, ids, process
 from switchboard.planner.events import TERMINAL_STATES
 
-from ..stack import free_ports
 from . import restartable
 from .conftest import Infra
-from .processes import Process, spawn
+from .processes import Process, start_worker
 from .support import Planner, eventually, running_planner, running_worker, serving, states
 from .test_durability import PACED, PacedInference
 
 WORDS = 30  # 3 s of tokens: Valkey dies in the middle
 Job = jobs_pb2.Job
-
-
-@pytest_asyncio.fixture
-async def own_valkey(tmp_path: Path) -> AsyncIterator[restartable.Restartable]:
-    server = restartable.valkey(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _real(seen: list[events_pb2.JobEvent]) -> list[events_pb2.JobEvent]:
@@ -114,26 +99,6 @@ async def _follow(planner: Planner, name: str) -> list[events_pb2.JobEvent]:
     return [event async for event in planner.stub.WatchJob(request, metadata=planner.md())]
 
 
-async def _worker(temporal: str, infra: Infra, inference: str, queue: str, log: Path) -> Process:
-    (metrics_port,) = free_ports(1)
-    settings = {
-        "TEMPORAL_ADDRESS": temporal,
-        "VALKEY_URL": f"valkey://{infra.valkey}/0",
-        "TASK_QUEUE": queue,
-        "METRICS_PORT": metrics_port,
-        "INFERENCE_ADDRESS": inference,
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update({f"SWITCHBOARD_WORKER_{k}": str(v) for k, v in settings.items()})
-    module = "switchboard.planner.worker"
-    worker = spawn(module, [sys.executable, "-m", module], "", log, env)
-    async with asyncio.timeout(30):
-        while '"msg": "ready"' not in worker.log.read_text(errors="replace"):
-            assert worker.popen.poll() is None, worker.tail()
-            await asyncio.sleep(0.1)
-    return worker
-
-
 @pytest.mark.asyncio
 @pytest.mark.timeout(180)
 async def test_temporal_restart_finds_the_planner_and_the_worker_serving_again(
@@ -150,16 +115,17 @@ async def test_temporal_restart_finds_the_planner_and_the_worker_serving_again(
             serving(fake) as address,
             running_planner(client, valkey_client, fake, queue) as planner,
         ):
-            worker = await _worker(temporal.address, infra, address, queue, tmp_path / "w.log")
+            log = tmp_path / "w.log"
+            worker = await start_worker(temporal.address, infra.valkey, address, queue, log)
             before = await planner.create(prompt="before the restart")
-            await _until_succeeded(planner, before.name, within_s=30)
+            await until_succeeded(planner, before.name, within_s=30)
 
             temporal.kill()
             await asyncio.sleep(2.0)
             await temporal.start()  # same port, same SQLite file
 
             after = await _create_when_served(planner, "after the restart")
-            await _until_succeeded(planner, after.name, within_s=120)
+            await until_succeeded(planner, after.name, within_s=120)
             assert (await planner.get(before.name)).state == Job.SUCCEEDED  # kept
             assert worker.popen.poll() is None  # the same worker process served it
     finally:
@@ -180,7 +146,7 @@ async def _create_when_served(planner: Planner, prompt: str) -> jobs_pb2.Job:
                 await asyncio.sleep(0.5)
 
 
-async def _until_succeeded(planner: Planner, name: str, within_s: float) -> None:
+async def until_succeeded(planner: Planner, name: str, within_s: float) -> None:
     async def succeeded() -> bool:
         try:
             return (await planner.get(name)).state == Job.SUCCEEDED
