@@ -149,6 +149,9 @@ class StreamHub(Generic[T]):
                 self._positions[key] = last
                 self._changes += 1
         self._feeds[key].add(feed)
+        # Envoy hashes a job's watches to one planner replica: its log shows which one.
+        watchers = len(self._feeds[key])
+        log.info("watcher joined", extra={"fields": {"log": key, "watchers": watchers}})
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="valkey-hub")
             self.readers_started += 1

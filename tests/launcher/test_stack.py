@@ -96,7 +96,7 @@ def test_envoy_lists_every_replica_in_its_cluster(tmp_path: Path) -> None:
         "planner": [30020, 30023],
         "inference": [30030, 30032],
     }
-    assert all(c["lb_policy"] == "RING_HASH" for c in config["static_resources"]["clusters"])
+    assert all(c["lb_policy"] == "MAGLEV" for c in config["static_resources"]["clusters"])
     assert all(c["health_checks"] for c in config["static_resources"]["clusters"])
 
 
