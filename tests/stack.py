@@ -67,13 +67,16 @@ class Stack:
 
 
 @contextmanager
-def running_stack(state_dir: Path, ports: Ports, env: Mapping[str, str]) -> Iterator[Stack]:
+def running_stack(
+    state_dir: Path, ports: Ports, env: Mapping[str, str], replicas: Replicas | None = None
+) -> Iterator[Stack]:
     """The whole stack, with `env` in the launcher's environment (it hands its environment
-    to every process it starts and restarts); stopped on exit."""
+    to every process it starts and restarts), and `replicas` (default: `up`'s); stopped on
+    exit."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        proc = start_stack(state_dir, ports)
+        proc = start_stack(state_dir, ports, replicas=replicas)
     try:
         yield Stack(ports, state_dir)
     finally:

@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 import pytest
 
-from switchboard.launcher import envoy, stack
-from switchboard.launcher.ports import Ports, free_block
+from switchboard.launcher import envoy
+from switchboard.launcher.ports import free_block
 from switchboard.launcher.replicas import Replicas
 
 from ..chaos import accounting, faults, load, sse
 from ..chaos.accounting import Account
-from ..stack import free_ports, start_stack
+from ..stack import Stack, free_ports, running_stack
 from . import replica_probes as probes
 from .conftest import API_KEY
 
@@ -40,33 +40,14 @@ REPLICAS = Replicas(edge=3, planner=2, worker=2, inference=2)
 STREAMER_TOKENS_PER_SECOND = 25
 HEARTBEAT_SECONDS = 5
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-# The one replica of each service that test (c) kills.
-VICTIMS = {
-    "edge": "edge-3",
-    "planner": "planner-2",
-    "inference": "inference-2",
-    "worker": "worker-2",
-}
+# The replica of each hashed service that test (c) kills; of the workers it kills the one
+# running the most generations then.
+VICTIMS = {"edge": "edge-3", "planner": "planner-2", "inference": "inference-2"}
 PROBE_KEYS = 60
 SCALE_KEYS = 1000
 
 
-@dataclass(frozen=True)
-class ReplicatedMesh:
-    ports: Ports
-    state_dir: Path
-
-    @property
-    def public(self) -> str:
-        return f"http://127.0.0.1:{self.ports.public}"
-
-    @property
-    def grpc(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
-
-    def log(self, name: str) -> str:
-        return (self.state_dir / "logs" / f"{name}.log").read_text(errors="replace")
-
+class ReplicatedMesh(Stack):
     def port(self, name: str) -> int:
         """The serving port (first of its ports) of a replica, e.g. planner-2."""
         service, _, index = name.partition("-")
@@ -78,21 +59,16 @@ class ReplicatedMesh:
 
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicatedMesh]:
+    env = {
+        "SWITCHBOARD_EDGE_RATE_LIMIT_PER_SECOND": "10000",
+        "SWITCHBOARD_EDGE_RATE_LIMIT_BURST": "10000",
+        "SWITCHBOARD_EDGE_MAX_STREAMS_PER_CLIENT": "1000",
+        "SWITCHBOARD_EDGE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+        "SWITCHBOARD_INFERENCE_TEST_STREAMER_TOKENS_PER_SECOND": str(STREAMER_TOKENS_PER_SECOND),
+    }
     state_dir = tmp_path_factory.mktemp("replicas")
-    ports = free_block()
-    with pytest.MonkeyPatch.context() as env:
-        # The launcher hands its environment to every process it starts (and restarts).
-        env.setenv("SWITCHBOARD_EDGE_RATE_LIMIT_PER_SECOND", "10000")
-        env.setenv("SWITCHBOARD_EDGE_RATE_LIMIT_BURST", "10000")
-        env.setenv("SWITCHBOARD_EDGE_MAX_STREAMS_PER_CLIENT", "1000")
-        env.setenv("SWITCHBOARD_EDGE_HEARTBEAT_SECONDS", str(HEARTBEAT_SECONDS))
-        rate = str(STREAMER_TOKENS_PER_SECOND)
-        env.setenv("SWITCHBOARD_INFERENCE_TEST_STREAMER_TOKENS_PER_SECOND", rate)
-        proc = start_stack(state_dir, ports, replicas=REPLICAS)
-    try:
-        yield ReplicatedMesh(ports, state_dir)
-    finally:
-        proc.stop()
+    with running_stack(state_dir, free_block(), env, REPLICAS) as mesh:
+        yield ReplicatedMesh(mesh.ports, mesh.state_dir)
 
 
 def _log_entries(text: str, msg: str) -> list[dict[str, Any]]:
@@ -223,10 +199,10 @@ SURVIVOR_MOVES_ALLOWED = 2
 def test_a_killed_replica_of_each_service_loses_nothing_and_its_keys_move(
     replicated: ReplicatedMesh,
 ) -> None:
-    """SIGKILL edge-3, planner-2, inference-2 and worker-2 at once while jobs stream; more jobs
-    come while they are down. Every job ends SUCCEEDED, its follower (resuming with
-    Last-Event-ID) saw every stored event once, and the dead replicas' keys were served by
-    the others while the keys of the others stayed where they were."""
+    """SIGKILL edge-3, planner-2, inference-2 and the busier worker at once while jobs
+    stream; more jobs come while they are down. Every job ends SUCCEEDED, its follower
+    (resuming with Last-Event-ID) saw every stored event once, and the dead replicas' keys
+    were served by the others while the keys of the others stayed where they were."""
     report = asyncio.run(_kill_under_load(replicated))
     print(f"\n{report}")
 
@@ -247,9 +223,10 @@ async def _kill_under_load(mesh: ReplicatedMesh) -> str:
         jobs.add(run, 0, 1)
         await jobs.until_streaming(20.0)
         restarts = faults.restart_counts(mesh.state_dir)
-        killed = [faults.kill(mesh.state_dir, name) for name in VICTIMS.values()]
+        victims = [*VICTIMS.values(), _busiest_worker(mesh)]
+        killed = [faults.kill(mesh.state_dir, name) for name in victims]
         # The dead replicas' keys first, so their probes come while the replicas are down.
-        outage = await _probe_while_down(mesh, theirs)
+        outage = await _probe_while_down(mesh, victims, theirs)
         # The others' keys may be probed as a replica comes back: they stay either way.
         kept = await _probe(mesh, others)
         jobs.add(run, 2)  # created while the replicas are down
@@ -263,7 +240,11 @@ async def _kill_under_load(mesh: ReplicatedMesh) -> str:
     assert not bad, f"jobs with problems (logs in {mesh.state_dir}/logs):\n{bad}"
     assert {a.state for a in accounts} == {"SUCCEEDED"}
     during, after = await _served(mesh, outage), await _served(mesh, kept)
-    lines = [f"{len(accounts)} jobs SUCCEEDED, every stored event seen once by its follower"]
+    lines = [
+        f"{len(accounts)} jobs SUCCEEDED, every stored event seen once by its follower; "
+        f"{sum(a.token_restarts for a in accounts)} generations cut by the kills and retried "
+        f"(killed: {', '.join(victims)})"
+    ]
     lines += [_moved_away(mesh, s, theirs[s], during[s]) for s in keys]
     lines += [_stayed(s, before[s], after[s]) for s in keys]
     lines += [f"stack whole again {max(f.seconds for f in recovered):.1f}s after the kills"]
@@ -313,13 +294,24 @@ class Load:
                 await asyncio.wait_for(follow, 20.0)
 
 
+def _busiest_worker(mesh: ReplicatedMesh) -> str:
+    """The worker replica with the most generations started and not finished (its log)."""
+
+    def running(name: str) -> int:
+        text = mesh.log(name)
+        started = Counter(e.get("job_id") for e in _log_entries(text, "generation started"))
+        started.subtract(e.get("job_id") for e in _log_entries(text, "generation finished"))
+        return sum(n > 0 for n in started.values())
+
+    return max(reversed(REPLICAS.names("worker")), key=running)
+
+
 async def _probe_while_down(
-    mesh: ReplicatedMesh, keys: dict[str, list[str]]
+    mesh: ReplicatedMesh, victims: list[str], keys: dict[str, list[str]]
 ) -> dict[str, probes.Sent]:
     """Probes of `keys`, sent once every killed replica's port refuses connections (the
     kernel closes a killed process's sockets a moment after the signal); fails unless they
     all still refuse once every probe was answered."""
-    victims = list(VICTIMS.values())
     deadline = time.monotonic() + 5.0
     while any(_listening(mesh.port(n)) for n in victims):
         assert time.monotonic() < deadline, "a killed replica's port still accepts"
@@ -340,7 +332,7 @@ def _listening(port: int) -> bool:
 
 async def _probe(mesh: ReplicatedMesh, keys: dict[str, list[str]]) -> dict[str, probes.Sent]:
     """One probe per key of each service through the stack's Envoy, all at once."""
-    token = stack.read_internal_token(mesh.state_dir)
+    token = mesh.internal_token
     senders = {
         "edge": probes.edge_sender(mesh.public),
         "planner": probes.planner_sender(mesh.grpc, token),
@@ -416,7 +408,7 @@ async def _scale_out(mesh: ReplicatedMesh, workdir: Path) -> dict[str, tuple[int
         s: [mesh.port(n) for n in REPLICAS.names(s)] for s in ("edge", "planner", "inference")
     }
     keys = [f"scale-{n:04d}" for n in range(SCALE_KEYS)]
-    token = stack.read_internal_token(mesh.state_dir)
+    token = mesh.internal_token
     seen: list[dict[str, dict[str, probes.Served]]] = []
     for label, size in (("fewer", -1), ("all", None)):
         public, grpc_port, admin = free_ports(3)
