@@ -163,7 +163,7 @@ def test_a_sessions_generations_land_on_one_inference_replica(replicated: Replic
         )
         assert len(streams) == 1, f"{session}'s generations reached {dict(streams)}"
         ((replica, count),) = streams.items()
-        assert count == sent, f"{session}: {count} of {sent} generations logged on {replica}"
+        assert count >= sent, f"{session}: {count} of {sent} generations logged on {replica}"
         served[session] = replica
     print(f"\ninference replica of each session: {served}")
 
@@ -225,11 +225,11 @@ async def _kill_under_load(mesh: ReplicatedMesh) -> str:
         restarts = faults.restart_counts(mesh.state_dir)
         victims = [*VICTIMS.values(), _busiest_worker(mesh)]
         killed = [faults.kill(mesh.state_dir, name) for name in victims]
+        jobs.add(run, 2)  # created while the replicas are down
         # The dead replicas' keys first, so their probes come while the replicas are down.
-        outage = await _probe_while_down(mesh, victims, theirs)
+        outage, took = await _probe_while_down(mesh, victims, theirs)
         # The others' keys may be probed as a replica comes back: they stay either way.
         kept = await _probe(mesh, others)
-        jobs.add(run, 2)  # created while the replicas are down
         recovered = await asyncio.gather(
             *(faults.await_recovery(mesh.state_dir, f, restarts, 90.0) for f in killed)
         )
@@ -246,6 +246,7 @@ async def _kill_under_load(mesh: ReplicatedMesh) -> str:
         f"(killed: {', '.join(victims)})"
     ]
     lines += [_moved_away(mesh, s, theirs[s], during[s]) for s in keys]
+    lines += [f"(those probes took {took:.2f}s, all while every killed replica was down)"]
     lines += [_stayed(s, before[s], after[s]) for s in keys]
     lines += [f"stack whole again {max(f.seconds for f in recovered):.1f}s after the kills"]
     return "\n".join(lines)
@@ -308,7 +309,7 @@ def _busiest_worker(mesh: ReplicatedMesh) -> str:
 
 async def _probe_while_down(
     mesh: ReplicatedMesh, victims: list[str], keys: dict[str, list[str]]
-) -> dict[str, probes.Sent]:
+) -> tuple[dict[str, probes.Sent], float]:
     """Probes of `keys`, sent once every killed replica's port refuses connections (the
     kernel closes a killed process's sockets a moment after the signal); fails unless they
     all still refuse once every probe was answered."""
@@ -321,7 +322,7 @@ async def _probe_while_down(
     back = [name for name in victims if _listening(mesh.port(name))]
     took = time.monotonic() - started
     assert not back, f"{back} came back before the probes ended ({took:.1f}s)"
-    return sent
+    return sent, took
 
 
 def _listening(port: int) -> bool:
