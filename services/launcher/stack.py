@@ -79,65 +79,23 @@ def build(
     def each(service: str) -> list[tuple[str, tuple[int, ...]]]:
         return list(zip(replicas.names(service), replicas.ports(ports, service), strict=True))
 
+    triton = f"{loopback}:{ports.triton_grpc}"
+    chroma = f"http://{loopback}:{ports.chroma}"
     return [
         _valkey(ports, state_dir, base_env),
         _temporal(ports, state_dir, base_env),
         _chroma(ports, state_dir, base_env),
         _triton(ports, state_dir, base_env),
         *(
-            ProcessSpec(
-                name,
-                _python("switchboard.inference"),
-                checks.grpc_serving(f"{loopback}:{port}"),
-                needs=("triton",),
-                env=_service_env(
-                    base_env,
-                    "INFERENCE",
-                    PORT=port,
-                    METRICS_PORT=metrics,
-                    TRITON_GRPC=f"{loopback}:{ports.triton_grpc}",
-                ),
-                ports=(port, metrics),
-            )
+            _inference(name, port, metrics, base_env, triton)
             for name, (port, metrics) in each("inference")
         ),
         *(
-            ProcessSpec(
-                name,
-                _python("switchboard.planner"),
-                checks.grpc_serving(f"{loopback}:{port}"),
-                needs=("temporal", "valkey"),
-                env=_service_env(
-                    base_env,
-                    "PLANNER",
-                    PORT=port,
-                    METRICS_PORT=metrics,
-                    TEMPORAL_ADDRESS=temporal,
-                    VALKEY_URL=valkey_url,
-                    INTERNAL_TOKENS=internal_token,
-                ),
-                ports=(port, metrics),
-            )
+            _planner(name, port, metrics, base_env, temporal, valkey_url, internal_token)
             for name, (port, metrics) in each("planner")
         ),
-        # Worker replicas poll the same task queue: Temporal shares the work among them.
         *(
-            ProcessSpec(
-                name,
-                _python("switchboard.planner.worker"),
-                checks.http_ok(f"http://{loopback}:{metrics}/metrics"),
-                needs=("temporal", "valkey", "chroma"),
-                env=_service_env(
-                    {**DEV_WEBHOOKS, **base_env},
-                    "WORKER",
-                    METRICS_PORT=metrics,
-                    TEMPORAL_ADDRESS=temporal,
-                    VALKEY_URL=valkey_url,
-                    INFERENCE_ADDRESS=grpc_front,
-                    CHROMA_URL=f"http://{loopback}:{ports.chroma}",
-                ),
-                ports=(metrics,),
-            )
+            _worker(name, metrics, base_env, temporal, valkey_url, grpc_front, chroma)
             for name, (metrics,) in each("worker")
         ),
         *(
@@ -146,6 +104,77 @@ def build(
         ),
         _envoy(ports, state_dir, base_env, replicas),
     ]
+
+
+def _inference(
+    name: str, port: int, metrics: int, env: Mapping[str, str], triton: str
+) -> ProcessSpec:
+    """One inference replica; every replica streams to the one Triton."""
+    return ProcessSpec(
+        name,
+        _python("switchboard.inference"),
+        checks.grpc_serving(f"127.0.0.1:{port}"),
+        needs=("triton",),
+        env=_service_env(env, "INFERENCE", PORT=port, METRICS_PORT=metrics, TRITON_GRPC=triton),
+        ports=(port, metrics),
+    )
+
+
+def _planner(
+    name: str,
+    port: int,
+    metrics: int,
+    env: Mapping[str, str],
+    temporal: str,
+    valkey_url: str,
+    token: str,
+) -> ProcessSpec:
+    """One planner replica; any replica serves any job (Envoy hashes a job's calls to one)."""
+    return ProcessSpec(
+        name,
+        _python("switchboard.planner"),
+        checks.grpc_serving(f"127.0.0.1:{port}"),
+        needs=("temporal", "valkey"),
+        env=_service_env(
+            env,
+            "PLANNER",
+            PORT=port,
+            METRICS_PORT=metrics,
+            TEMPORAL_ADDRESS=temporal,
+            VALKEY_URL=valkey_url,
+            INTERNAL_TOKENS=token,
+        ),
+        ports=(port, metrics),
+    )
+
+
+def _worker(
+    name: str,
+    metrics: int,
+    env: Mapping[str, str],
+    temporal: str,
+    valkey_url: str,
+    inference: str,
+    chroma: str,
+) -> ProcessSpec:
+    """One worker replica; the replicas poll the same task queue, so Temporal shares the
+    work among them."""
+    return ProcessSpec(
+        name,
+        _python("switchboard.planner.worker"),
+        checks.http_ok(f"http://127.0.0.1:{metrics}/metrics"),
+        needs=("temporal", "valkey", "chroma"),
+        env=_service_env(
+            {**DEV_WEBHOOKS, **env},
+            "WORKER",
+            METRICS_PORT=metrics,
+            TEMPORAL_ADDRESS=temporal,
+            VALKEY_URL=valkey_url,
+            INFERENCE_ADDRESS=inference,
+            CHROMA_URL=chroma,
+        ),
+        ports=(metrics,),
+    )
 
 
 def _edge(
