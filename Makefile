@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv/bin
 BUF := node_modules/.bin/buf
 BASE_PORT ?= 18000
+# e.g. REPLICAS=planner=2,inference=2,worker=2,edge=3 (default: two edges, one of the rest)
+REPLICAS ?=
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .DEFAULT_GOAL := help
@@ -14,8 +16,8 @@ help: ## list the targets
 setup: ## install Python and npm dependencies into .venv and node_modules
 	@scripts/bootstrap
 
-up: setup ## start the whole local mesh (Ctrl-C stops it); BASE_PORT=18000
-	$(VENV)/switchboard up --base-port $(BASE_PORT)
+up: setup ## start the whole local mesh (Ctrl-C stops it); BASE_PORT=18000, REPLICAS=planner=2,...
+	$(VENV)/switchboard up --base-port $(BASE_PORT) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 down: setup ## stop the mesh started by `make up`
 	$(VENV)/switchboard down --base-port $(BASE_PORT)

@@ -57,7 +57,7 @@ class Caller:
     session: str
 
     def metadata(self, user: str = "") -> Metadata:
-        """x-client-id, and x-session-id (Envoy's ring-hash key for the inference service)."""
+        """x-client-id, and x-session-id (Envoy's consistent-hash key for the inference service)."""
         session = self.session or session_key(user)
         pairs = [("x-client-id", self.client), *([(SESSION_ID_HEADER, session)] if session else [])]
         return telemetry.trace_metadata(*pairs)
