@@ -48,11 +48,14 @@ class Settings:
     breaker_failure_ratio: float = 0.5
     breaker_min_calls: int = 5
     breaker_open_s: float = 30.0
-    # Routes the readiness canary exercises (comma-separated names or aliases); test-streamer
-    # because the local mesh's jobs and end-to-end tests run on it.
-    canary_routes: str = "default-chat,default-embed,test-streamer"
+    # Routes the readiness canary exercises (comma-separated names or aliases). The local
+    # stack adds test-streamer, on which its jobs and end-to-end tests run.
+    canary_routes: str = "default-chat,default-embed"
     canary_interval_s: float = 10.0
     canary_timeout_s: float = 10.0
+    # Adds the test doubles (test-streamer, test-fail, ...) to the catalog: for the local
+    # stack and the tests, whose Triton holds their folders; production leaves it off.
+    test_models: bool = False
     # Pacing for the test-streamer model only (0 = as fast as it can): lets the local mesh
     # and the tests watch a stream unfold, without teaching the public API a test knob.
     test_streamer_tokens_per_second: float = 0.0
@@ -66,6 +69,8 @@ class Settings:
             name, default = field.name.upper(), getattr(defaults, field.name)
             if isinstance(default, str):
                 values[field.name] = env.str(name, default)
+            elif isinstance(default, bool):
+                values[field.name] = _flag(env, name, default)
             elif isinstance(default, int):
                 values[field.name] = env.int(name, default)
             else:
@@ -90,7 +95,7 @@ class Settings:
         }
         for field in fields(self):
             name, value = field.name.upper(), getattr(self, field.name)
-            if isinstance(value, str):
+            if isinstance(value, (str, bool)):
                 continue
             if name in at_least and value < at_least[name]:
                 raise ValueError(f"{PREFIX}_{name} must be >= 0, got {value}")
@@ -100,3 +105,15 @@ class Settings:
             raise ValueError(f"{PREFIX}_BREAKER_FAILURE_RATIO must be in (0, 1]")
         if not self.canary_route_names:
             raise ValueError(f"{PREFIX}_CANARY_ROUTES must name at least one route")
+
+
+def _flag(env: Env, name: str, default: bool) -> bool:
+    raw = env.str(name, "")
+    value = raw.strip().lower()
+    if value == "":
+        return default
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{PREFIX}_{name} must be true or false, got {raw!r}")

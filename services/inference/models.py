@@ -108,10 +108,35 @@ class Catalog:
         )
 
 
-def default_catalog(test_streamer_tokens_per_second: float = 0.0) -> Catalog:
+# Test doubles (Triton folders `test-*`, see model_repository/) that stand in for real models
+# in the local stack and the tests; production ships without them (docs/models.md).
+TEST_MODEL_PREFIX = "test-"
+
+
+def default_catalog(
+    *, test_models: bool = False, test_streamer_tokens_per_second: float = 0.0
+) -> Catalog:
+    """The real models and their aliases; `test_models` adds the test doubles."""
     chat = "smollm2-135m-instruct"
     models = [
         Model(chat, chat, GENERATE, CHAT, takes_max_tokens=True, takes_sampling=True),
+        Model("all-minilm-l6-v2", "all-minilm-l6-v2", EMBED, max_batch_size=32),
+        Model("ppocr-v4", "ppocr-v4", OCR),
+    ]
+    aliases: dict[str, list[str]] = {
+        "default-chat": [chat],
+        "default-embed": ["all-minilm-l6-v2"],
+        "default-ocr": ["ppocr-v4"],
+    }
+    if test_models:
+        models += _test_models(test_streamer_tokens_per_second)
+        # Always fails over: shows (and tests) fallback and the breaker on a real Triton.
+        aliases["test-flaky-chat"] = ["test-fail", "test-streamer"]
+    return Catalog(models, aliases)
+
+
+def _test_models(test_streamer_tokens_per_second: float) -> list[Model]:
+    return [
         Model(
             "test-streamer",
             "test-streamer",
@@ -121,15 +146,5 @@ def default_catalog(test_streamer_tokens_per_second: float = 0.0) -> Catalog:
         ),
         Model("test-fail", "test-fail", GENERATE),
         Model("test-hang", "test-hang", GENERATE),
-        Model("all-minilm-l6-v2", "all-minilm-l6-v2", EMBED, max_batch_size=32),
         Model("test-echo-embed", "test-echo-embed", EMBED, max_batch_size=32),
-        Model("ppocr-v4", "ppocr-v4", OCR),
     ]
-    aliases = {
-        "default-chat": [chat],
-        "default-embed": ["all-minilm-l6-v2"],
-        "default-ocr": ["ppocr-v4"],
-        # Always fails over: shows (and tests) fallback and the breaker on a real Triton.
-        "test-flaky-chat": ["test-fail", "test-streamer"],
-    }
-    return Catalog(models, aliases)

@@ -89,7 +89,10 @@ def build_servicer(settings: Settings, router: Router, triton: TritonClient) -> 
 async def start(settings: Settings, catalog: Catalog | None = None) -> Running:
     """Builds and starts everything; health stays NOT_SERVING until the canary passes."""
     triton = TritonClient(settings.triton_grpc)
-    catalog = catalog or default_catalog(settings.test_streamer_tokens_per_second)
+    catalog = catalog or default_catalog(
+        test_models=settings.test_models,
+        test_streamer_tokens_per_second=settings.test_streamer_tokens_per_second,
+    )
     routes = [catalog.route(name) for name in settings.canary_route_names]
     router = build_router(settings, catalog)
     servicer = build_servicer(settings, router, triton)

@@ -2,8 +2,9 @@
 
 The server comes from the ``nvidia-pytriton`` wheel, but we serve our own model repository
 rather than PyTriton's ``bind()``: ``prepare()`` renders the repository template next to this
-module into a state folder and builds a Python-backend directory whose stub matches the
-running interpreter; ``command()`` and ``environment()`` give the argv and env to start it.
+module into a state folder (the real models; the ``test-*`` doubles only when asked) and
+builds a Python-backend directory whose stub matches the running interpreter; ``command()``
+and ``environment()`` give the argv and env to start it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = ["TritonLayout", "command", "environment", "prepare", "tritonserver_bi
 
 TEMPLATE = Path(__file__).resolve().parent / "model_repository"
 PLACEHOLDER = "${EXECUTION_ENV_PATH}"
+# The template's test doubles, as mesh/images/render-models.sh drops them from the images.
+TEST_MODELS = "test-*"
 
 
 @dataclass(frozen=True)
@@ -70,24 +73,37 @@ def _prepare_backends(backends: Path) -> None:
     _link(stub, python / "triton_python_backend_stub")
 
 
-def _render_models(models: Path, venv: Path) -> None:
+def _render_models(models: Path, venv: Path, test_models: bool) -> None:
     shutil.rmtree(models, ignore_errors=True)
-    shutil.copytree(TEMPLATE, models, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    skip_tests = shutil.ignore_patterns(TEST_MODELS)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        ignored = skip(folder, names)
+        if not test_models and Path(folder) == TEMPLATE:
+            ignored |= skip_tests(folder, names)
+        return ignored
+
+    shutil.copytree(TEMPLATE, models, ignore=ignore)
     for config in models.glob("*/config.pbtxt"):
         text = config.read_text(encoding="utf-8")
         config.write_text(text.replace(PLACEHOLDER, str(venv.resolve())), encoding="utf-8")
 
 
-def prepare(state_dir: Path, venv: Path = Path(sys.prefix)) -> TritonLayout:
+def prepare(
+    state_dir: Path, venv: Path = Path(sys.prefix), *, test_models: bool = False
+) -> TritonLayout:
     """Build (or rebuild) the backend directory and rendered model repository under state_dir.
 
     ``venv`` is the environment the models' Python stub runs in; it must hold numpy < 2 and
-    the same Python major.minor as the running interpreter.
+    the same Python major.minor as the running interpreter. ``test_models`` adds the
+    ``test-*`` doubles the local stack and the tests run on (the inference service's
+    ``TEST_MODELS`` setting puts them in its catalog).
     """
     root = state_dir.resolve()
     layout = TritonLayout(root, root / "models", root / "backends")
     _prepare_backends(layout.backend_directory)
-    _render_models(layout.model_repository, venv)
+    _render_models(layout.model_repository, venv, test_models)
     return layout
 
 

@@ -37,6 +37,13 @@ DEV_WEBHOOKS = {
     ),
     "SWITCHBOARD_WORKER_WEBHOOK_ALLOW": "127.0.0.1,localhost",
 }
+# The local mesh opts in to the test models (production ships without them): Triton gets
+# their folders, inference their catalog entries, and its canary proves test-streamer, on
+# which the README's session, the jobs and the end-to-end tests run. The environment wins.
+DEV_TEST_MODELS = {
+    "SWITCHBOARD_INFERENCE_TEST_MODELS": "true",
+    "SWITCHBOARD_INFERENCE_CANARY_ROUTES": "default-chat,default-embed,test-streamer",
+}
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,13 @@ def _inference(
         _python("switchboard.inference"),
         checks.grpc_serving(f"127.0.0.1:{port}"),
         needs=("triton",),
-        env=_service_env(env, "INFERENCE", PORT=port, METRICS_PORT=metrics, TRITON_GRPC=triton),
+        env=_service_env(
+            {**DEV_TEST_MODELS, **env},
+            "INFERENCE",
+            PORT=port,
+            METRICS_PORT=metrics,
+            TRITON_GRPC=triton,
+        ),
         ports=(port, metrics),
     )
 
@@ -289,9 +302,12 @@ def _chroma(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpe
 
 
 def _triton(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
+    flag = {**DEV_TEST_MODELS, **env}["SWITCHBOARD_INFERENCE_TEST_MODELS"]
+    test_models = flag.strip().lower() in ("true", "1", "yes")
+
     def argv() -> list[str]:
         return triton_launch.command(
-            triton_launch.prepare(state_dir / "triton"),
+            triton_launch.prepare(state_dir / "triton", test_models=test_models),
             grpc_port=ports.triton_grpc,
             http_port=ports.triton_http,
             metrics_port=ports.triton_metrics,

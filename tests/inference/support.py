@@ -41,6 +41,8 @@ TRITON_MODELS = (
     "all-minilm-l6-v2",
     "ppocr-v4",
 )
+# The tests opt in to the test models, as the local stack does, and the canary proves one.
+TEST_CANARY_ROUTES = "default-chat,default-embed,test-streamer"
 RATE = 50.0  # test-streamer tokens/s in the tests: slow enough to cancel mid-way
 
 
@@ -81,7 +83,7 @@ class TritonProcess:
 
 def launch_triton(state_dir: Path) -> TritonProcess:
     """The real tritonserver from nvidia-pytriton, on CPU, with our model repository, ready."""
-    layout = triton_launch.prepare(state_dir)
+    layout = triton_launch.prepare(state_dir, test_models=True)
     grpc_port, http_port, metrics_port = free_ports(3)
     argv = triton_launch.command(
         layout, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port
@@ -168,7 +170,13 @@ async def running_service(
     `server.build_server` does not report the port it bound, so a free one is picked first.
     """
     (port,) = free_ports(1)
-    defaults = Settings(port=port, triton_grpc=triton_grpc, test_streamer_tokens_per_second=RATE)
+    defaults = Settings(
+        port=port,
+        triton_grpc=triton_grpc,
+        test_models=True,
+        canary_routes=TEST_CANARY_ROUTES,
+        test_streamer_tokens_per_second=RATE,
+    )
     settings = replace(defaults, **overrides)
     running = await server.start(settings, catalog)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

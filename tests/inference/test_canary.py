@@ -83,7 +83,7 @@ async def test_a_route_real_traffic_just_proved_is_not_probed(triton: TritonClie
 
 @pytest.mark.asyncio
 async def test_the_default_canary_routes_pass(triton: TritonClient) -> None:
-    catalog = default_catalog()
+    catalog = default_catalog(test_models=True)
     routes = [catalog.route(name) for name in ("default-chat", "default-embed", "test-streamer")]
     deployed = await triton.repository()
 

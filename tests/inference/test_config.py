@@ -19,7 +19,9 @@ def test_defaults() -> None:
     assert settings.breaker_open_s == 30
     assert settings.unary_retries == 2
     assert settings.canary_interval_s == 10
-    assert settings.canary_route_names == ("default-chat", "default-embed", "test-streamer")
+    # Production's defaults name real models only; the test models are an explicit opt-in.
+    assert settings.canary_route_names == ("default-chat", "default-embed")
+    assert settings.test_models is False
     assert settings.test_streamer_tokens_per_second == 0
 
 
@@ -37,6 +39,7 @@ def test_values_from_the_environment() -> None:
             "SWITCHBOARD_INFERENCE_BREAKER_OPEN_S": "4",
             "SWITCHBOARD_INFERENCE_CANARY_ROUTES": " test-streamer , default-embed ",
             "SWITCHBOARD_INFERENCE_TEST_STREAMER_TOKENS_PER_SECOND": "50",
+            "SWITCHBOARD_INFERENCE_TEST_MODELS": " True ",
             "OTHER_PORT": "1",
         }
     )
@@ -50,6 +53,7 @@ def test_values_from_the_environment() -> None:
     assert settings.breaker_open_s == 4
     assert settings.canary_route_names == ("test-streamer", "default-embed")
     assert settings.test_streamer_tokens_per_second == 50
+    assert settings.test_models is True
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,7 @@ def test_values_from_the_environment() -> None:
         ("BREAKER_FAILURE_RATIO", "1.5", "in \\(0, 1\\]"),
         ("CANARY_ROUTES", " , ", "at least one route"),
         ("TEST_STREAMER_TOKENS_PER_SECOND", "-5", ">= 0"),
+        ("TEST_MODELS", "maybe", "true or false"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:

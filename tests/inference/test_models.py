@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import pytest
 
+from switchboard.inference.config import Settings
 from switchboard.inference.errors import ModelNotFound, ModelTaskMismatch
 from switchboard.inference.models import EMBED, GENERATE, OCR, Catalog, Model, default_catalog
+
+REAL_MODELS = {
+    "smollm2-135m-instruct": GENERATE,
+    "all-minilm-l6-v2": EMBED,
+    "ppocr-v4": OCR,
+}
+TEST_MODELS = {
+    "test-streamer": GENERATE,
+    "test-fail": GENERATE,
+    "test-hang": GENERATE,
+    "test-echo-embed": EMBED,
+}
 
 
 def _names(catalog: Catalog, name: str, task: str) -> list[str]:
     return [m.name for m in catalog.resolve(name, task).candidates]
 
 
-def test_default_routes_and_their_fallbacks() -> None:
+def test_the_production_catalog_holds_only_real_models() -> None:
     catalog = default_catalog()
+
+    assert {m.name: m.task for m in catalog} == REAL_MODELS
+    for name in ("test-streamer", "test-fail", "test-hang", "test-echo-embed", "test-flaky-chat"):
+        with pytest.raises(ModelNotFound):
+            catalog.route(name)
+    # The production canary's default routes resolve without the test models.
+    routes = [catalog.route(name) for name in Settings().canary_route_names]
+    assert {m.name for r in routes for m in r.candidates} <= set(REAL_MODELS)
+
+
+def test_default_routes_and_their_fallbacks() -> None:
+    catalog = default_catalog(test_models=True)
 
     assert _names(catalog, "default-chat", GENERATE) == ["smollm2-135m-instruct"]
     assert _names(catalog, "default-embed", EMBED) == ["all-minilm-l6-v2"]
@@ -24,17 +49,10 @@ def test_default_routes_and_their_fallbacks() -> None:
 
 
 def test_every_model_has_its_task_and_style() -> None:
-    models = {m.name: m for m in default_catalog(test_streamer_tokens_per_second=7)}
+    catalog = default_catalog(test_models=True, test_streamer_tokens_per_second=7)
+    models = {m.name: m for m in catalog}
 
-    assert {name: m.task for name, m in models.items()} == {
-        "smollm2-135m-instruct": GENERATE,
-        "test-streamer": GENERATE,
-        "test-fail": GENERATE,
-        "test-hang": GENERATE,
-        "all-minilm-l6-v2": EMBED,
-        "test-echo-embed": EMBED,
-        "ppocr-v4": OCR,
-    }
+    assert {name: m.task for name, m in models.items()} == {**REAL_MODELS, **TEST_MODELS}
     chat = models["smollm2-135m-instruct"]
     assert (chat.style, chat.takes_max_tokens, chat.takes_sampling) == ("chat", True, True)
     assert models["test-streamer"].tokens_per_second == 7
@@ -43,7 +61,7 @@ def test_every_model_has_its_task_and_style() -> None:
 
 
 def test_aliases_are_listed_on_their_first_choice() -> None:
-    catalog = default_catalog()
+    catalog = default_catalog(test_models=True)
     models = {m.name: m for m in catalog}
 
     assert catalog.aliases_of(models["smollm2-135m-instruct"]) == ("default-chat",)

@@ -30,6 +30,32 @@ def test_two_edges_share_valkey_and_the_internal_token(tmp_path: Path) -> None:
     assert [s.name for s in stack.select(list(specs.values()), ["edge-2"])] == ["valkey", "edge-2"]
 
 
+def test_the_local_stack_opts_in_to_the_test_models(tmp_path: Path) -> None:
+    specs = {s.name: s for s in stack.build(Ports.at(30000), tmp_path, {})}
+    env = specs["inference"].env
+    assert env["SWITCHBOARD_INFERENCE_TEST_MODELS"] == "true"
+    assert "test-streamer" in env["SWITCHBOARD_INFERENCE_CANARY_ROUTES"].split(",")
+    # Triton's repository is rendered when it starts (argv), with the test models' folders.
+    argv = specs["triton"].argv()
+    models = tmp_path / "triton" / "models"
+    assert f"--model-repository={models.resolve()}" in argv
+    assert {"test-streamer", "test-fail", "smollm2-135m-instruct"} <= {
+        p.name for p in models.iterdir()
+    }
+
+
+def test_the_environment_can_opt_the_local_stack_out(tmp_path: Path) -> None:
+    environ = {
+        "SWITCHBOARD_INFERENCE_TEST_MODELS": "false",
+        "SWITCHBOARD_INFERENCE_CANARY_ROUTES": "default-chat",
+    }
+    specs = {s.name: s for s in stack.build(Ports.at(30000), tmp_path, environ)}
+    assert specs["inference"].env["SWITCHBOARD_INFERENCE_TEST_MODELS"] == "false"
+    assert specs["inference"].env["SWITCHBOARD_INFERENCE_CANARY_ROUTES"] == "default-chat"
+    specs["triton"].argv()
+    assert not list((tmp_path / "triton" / "models").glob("test-*"))
+
+
 def test_the_dev_key_is_configured_as_a_digest() -> None:
     assert "sb-dev-key" not in stack.DEV_API_KEYS
     assert ApiKeys.parse(Secret(stack.DEV_API_KEYS)).client_id("Bearer sb-dev-key") == "dev"
