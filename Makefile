@@ -31,9 +31,10 @@ proto: setup ## regenerate services/api from proto/
 proto-check: setup ## fail if services/api differs from what proto/ generates
 	@scripts/check-generated
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, and the architecture contracts (lint-imports)
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/lint-imports
 
 fmt: setup ## apply ruff format and fixes
 	$(VENV)/ruff format .

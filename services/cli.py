@@ -64,8 +64,21 @@ def _parser() -> argparse.ArgumentParser:
                 help="replicas per service, e.g. planner=2,inference=2,worker=2,edge=3 "
                 "(default edge=2, the others 1); the extra ones are named planner-2, ...",
             )
-    keys_cli.add_parser(sub)
+    stack_port = argparse.ArgumentParser(add_help=False)
+    stack_port.add_argument(
+        "--base-port",
+        type=int,
+        default=int(os.environ.get("SWITCHBOARD_BASE_PORT", DEFAULT_BASE)),
+        help="the local stack whose Valkey to use (env SWITCHBOARD_BASE_PORT)",
+    )
+    keys_cli.add_parser(sub, default_valkey=_stack_valkey, parents=[stack_port])
     return parser
+
+
+def _stack_valkey(args: argparse.Namespace) -> tuple[str, str]:
+    """`switchboard keys` without --valkey-url: the Valkey of the local stack on --base-port."""
+    port: int = args.base_port
+    return f"valkey://127.0.0.1:{Ports.at(port).valkey}/0", f"the local stack on {port}"
 
 
 def _replicas(text: str) -> Replicas:

@@ -1,7 +1,9 @@
 """`switchboard keys create | list | revoke`: the API keys every edge replica accepts.
 
-Keys live in Valkey (switchboard.edge.keys). `--valkey-url` names it; without it, the Valkey
-of the local stack on `--base-port` (as `up` and `status` find theirs). A new key is printed
+Keys live in Valkey (switchboard.edge.keys). `--valkey-url` (or SWITCHBOARD_EDGE_VALKEY_URL, as
+the edge reads it) names it; without either, the default the caller passes to `add_parser`
+(`switchboard.cli` passes the local stack's Valkey: the edge knows nothing of the launcher). A
+new key is printed
 once, alone on stdout so scripts can capture it; only its SHA-256 is stored. `list` and
 `revoke` name keys by fingerprint, never by the key.
 """
@@ -12,26 +14,35 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 
 from valkey import exceptions as valkey_errors
 from valkey.asyncio import Valkey
 
-from switchboard.launcher.ports import DEFAULT_BASE, Ports
-
 from .keys import KeyStore
 
 TIMEOUT_SECONDS = 5.0
+VALKEY_URL_ENV = "SWITCHBOARD_EDGE_VALKEY_URL"
+
+# The Valkey to use when neither --valkey-url nor the environment names one, and how to name
+# it in an error (never the URL itself: it may carry a password).
+DefaultValkey = Callable[[argparse.Namespace], tuple[str, str]]
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--valkey-url", help="the Valkey holding the keys (default: local stack)")
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    *,
+    default_valkey: DefaultValkey | None = None,
+    parents: list[argparse.ArgumentParser] | None = None,
+) -> None:
+    """`parents` add the options `default_valkey` reads (e.g. the local stack's base port)."""
+    where = argparse.ArgumentParser(add_help=False, parents=parents or [])
     where.add_argument(
-        "--base-port",
-        type=int,
-        default=int(os.environ.get("SWITCHBOARD_BASE_PORT", DEFAULT_BASE)),
-        help="the local stack whose Valkey to use (env SWITCHBOARD_BASE_PORT)",
+        "--valkey-url",
+        default=os.environ.get(VALKEY_URL_ENV) or None,
+        help=f"the Valkey holding the keys (env {VALKEY_URL_ENV}; default: local stack)",
     )
+    where.set_defaults(default_valkey=default_valkey)
     text = "create, list and revoke API keys"
     keys = sub.add_parser("keys", help=text, description=text)
     actions = keys.add_subparsers(dest="action", required=True)
@@ -47,11 +58,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.valkey_url or f"valkey://127.0.0.1:{Ports.at(args.base_port).valkey}/0"
-    return asyncio.run(_run(args, url))
+    if args.valkey_url:
+        url, where = args.valkey_url, f"--valkey-url or {VALKEY_URL_ENV}"
+    elif args.default_valkey is not None:
+        url, where = args.default_valkey(args)
+    else:
+        print(f"no Valkey: pass --valkey-url or set {VALKEY_URL_ENV}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run(args, url, where))
 
 
-async def _run(args: argparse.Namespace, url: str) -> int:
+async def _run(args: argparse.Namespace, url: str, where: str) -> int:
     client = Valkey.from_url(
         url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
     )
@@ -63,8 +80,6 @@ async def _run(args: argparse.Namespace, url: str) -> int:
             return await _list(store)
         return await _revoke(store, args.fingerprint)
     except (valkey_errors.ConnectionError, valkey_errors.TimeoutError):
-        # Not the URL itself: it may carry a password.
-        where = "--valkey-url" if args.valkey_url else f"the local stack on {args.base_port}"
         print(f"cannot reach Valkey ({where}); is it running?", file=sys.stderr)
         return 2
     except ValueError as e:
