@@ -47,5 +47,17 @@ class Env:
         except ValueError:
             raise ValueError(f"{self.prefix}_{name} must be a number, got {raw!r}") from None
 
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
+        """true/1/yes or false/0/no, any case; unset or empty is the default."""
+        raw = self.environ.get(f"{self.prefix}_{name}", "")
+        value = raw.strip().lower()
+        if value == "":
+            return default
+        if value in ("true", "1", "yes"):
+            return True
+        if value in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{self.prefix}_{name} must be true or false, got {raw!r}")
+
     def secret(self, name: builtins.str) -> Secret:
         return Secret(self.environ.get(f"{self.prefix}_{name}", ""))

@@ -70,7 +70,7 @@ class Settings:
             if isinstance(default, str):
                 values[field.name] = env.str(name, default)
             elif isinstance(default, bool):
-                values[field.name] = _flag(env, name, default)
+                values[field.name] = env.bool(name, default)
             elif isinstance(default, int):
                 values[field.name] = env.int(name, default)
             else:
@@ -105,15 +105,3 @@ class Settings:
             raise ValueError(f"{PREFIX}_BREAKER_FAILURE_RATIO must be in (0, 1]")
         if not self.canary_route_names:
             raise ValueError(f"{PREFIX}_CANARY_ROUTES must name at least one route")
-
-
-def _flag(env: Env, name: str, default: bool) -> bool:
-    raw = env.str(name, "")
-    value = raw.strip().lower()
-    if value == "":
-        return default
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{PREFIX}_{name} must be true or false, got {raw!r}")

