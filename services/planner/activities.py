@@ -36,7 +36,6 @@ from .workflows import (
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 1.0
 CANCEL_DRAIN_SECONDS = 2.0
 
 # grpc-stubs lacks the end-of-stream sentinel that `read()` returns.
@@ -87,7 +86,6 @@ class Activities:
         stage); heartbeats throughout, and stops the generation when cancelled."""
         wid = enter_job()
         attempt = activity.info().attempt
-        beat = asyncio.create_task(_heartbeat())
         try:
             outage.check_horizon(self._schedule)
             # A finished attempt whose completion was lost: its result, nothing generated.
@@ -111,8 +109,6 @@ class Activities:
             error = outage.failed(application_error(e), self._schedule)
             await self._log_failure(wid, task.stage, attempt, error)
             raise error from e
-        finally:
-            beat.cancel()
 
     async def _generate(
         self, wid: str, task: tasks_pb2.GenerationTask, attempt: int
@@ -151,9 +147,6 @@ class Activities:
         wid = enter_job()
         job_id = ids.split_workflow_id(wid)[1]
         log.info("embedding started", extra={"fields": {"texts": len(request.texts)}})
-        # Heartbeats while the call runs: a worker that dies mid-call is noticed within the
-        # heartbeat timeout, not the start-to-close limit.
-        beat = asyncio.create_task(_heartbeat())
         try:
             reply = await self._inference.Embed(
                 inference_pb2.EmbedRequest(model=request.model, texts=request.texts),
@@ -161,8 +154,6 @@ class Activities:
             )
         except grpc.aio.AioRpcError as e:
             raise application_error(from_rpc_error(e)) from e
-        finally:
-            beat.cancel()
         return pipelines_pb2.EmbedOutput(embeddings=reply.embeddings, model=reply.model)
 
     async def _stream(
@@ -246,13 +237,6 @@ def _retrying(wid: str, stage: str, attempt: int) -> events_pb2.JobEvent:
         message=f"retrying (attempt {attempt}); tokens restart at index 0",
     )
     return job_event(wid, progress=progress)
-
-
-async def _heartbeat() -> None:
-    """Heartbeats even while the model is silent: Temporal delivers cancels on heartbeats."""
-    while True:
-        activity.heartbeat()
-        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 async def _cancel(call: Call, request_id: str, collect: asyncio.Task[object]) -> None:

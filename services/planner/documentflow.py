@@ -61,12 +61,14 @@ _NOT_RETRYABLE = [
     "COLLECTION_NOT_FOUND",
     "EMBEDDING_MODEL_MISMATCH",
 ]
+# Each activity heartbeats while it runs (the worker's HeartbeatInterceptor): a worker that
+# dies mid-activity is noticed within this, not after the start-to-close limit below.
+HEARTBEAT = timedelta(seconds=10)
 # OCR of a large image, or a long PDF, on a busy CPU.
 EXTRACT_START_TO_CLOSE = timedelta(minutes=5)
 CHUNK_START_TO_CLOSE = timedelta(minutes=2)
-# Embedding a 1 MiB document takes tens of seconds; heartbeats after every batch.
+# Embedding a 1 MiB document takes tens of seconds.
 INDEX_START_TO_CLOSE = timedelta(minutes=15)
-INDEX_HEARTBEAT = timedelta(minutes=2)
 SEARCH_START_TO_CLOSE = timedelta(minutes=1)
 # Unlimited here: the worker's activity decides (a Chroma or inference outage is waited out
 # up to the worker's horizon, anything else gets a few attempts; see `outage.py`).
@@ -147,7 +149,7 @@ async def run_ingest_document(wf: JobWorkflow, request: pipelines_pb2.IngestDocu
         index,
         result_type=Indexed,
         start_to_close_timeout=INDEX_START_TO_CLOSE,
-        heartbeat_timeout=INDEX_HEARTBEAT,
+        heartbeat_timeout=HEARTBEAT,
         retry_policy=DOCUMENT_RETRY,
         # It logs its own progress: the job ends only once it has stopped, so none of its
         # events can follow the terminal one.
@@ -257,6 +259,7 @@ async def _run(activity: str, arg: Any, result: type[_T], budget: timedelta) -> 
         arg,
         result_type=result,
         start_to_close_timeout=budget,
+        heartbeat_timeout=HEARTBEAT,
         retry_policy=DOCUMENT_RETRY,
     )
     return output

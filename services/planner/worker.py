@@ -29,6 +29,7 @@ from .config import WebhookSettings, WorkerSettings
 from .delivery import Webhooks
 from .documents import Documents
 from .events import EventLog
+from .heartbeats import HeartbeatInterceptor
 from .outage import OutageInterceptor, RetrySchedule
 from .records import Generations
 from .vectors import VectorStore
@@ -79,12 +80,14 @@ def build_worker(
         max_heartbeat_throttle_interval=throttle,
         default_heartbeat_throttle_interval=throttle,
         graceful_shutdown_timeout=timedelta(seconds=grace_seconds),
-        # Every activity's failure is answered by the outage schedule; webhook delivery keeps
-        # its own, and the job's events (publish_event) never give up at their start.
+        # Every activity with a heartbeat timeout heartbeats while it runs. Every activity's
+        # failure is answered by the outage schedule; webhook delivery keeps its own, and
+        # the job's events (publish_event) never give up at their start.
         interceptors=[
+            HeartbeatInterceptor(),
             OutageInterceptor(
                 schedule or RetrySchedule(), exempt=frozenset({DELIVER_WEBHOOK, PUBLISH_EVENT})
-            )
+            ),
         ],
     )
 

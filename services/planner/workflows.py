@@ -52,7 +52,7 @@ EVENTS_BEFORE_STATE = "events-before-state"
 WEBHOOK_DELIVERY_STATUS = "webhook-delivery-status"
 
 GENERATE_START_TO_CLOSE = timedelta(minutes=30)
-GENERATE_HEARTBEAT = timedelta(seconds=10)
+GENERATE_HEARTBEAT = documentflow.HEARTBEAT
 # Unlimited here: the worker's activity decides each retry's delay and its last attempt (an
 # outage is waited out up to the worker's horizon, other failures get a few attempts; see
 # `outage.py`). Changing a policy's numbers leaves the workflow's commands as recorded.
