@@ -3,8 +3,9 @@
     .venv/bin/python scripts/record_histories.py [OUT_DIR] [NAME ...]
     # OUT_DIR defaults to tests/planner/histories; NAMEs to every run below
 
-It starts Temporal and Valkey as `switchboard up --only valkey,temporal` does, the planner
-server and worker in this process, and the tests' fake inference service; it runs a few
+It starts Temporal, Valkey and Chroma as `switchboard up --only valkey,temporal,chroma` does,
+the planner server and worker (chat and document activities included) in this process, and
+the tests' fake inference service; it runs a few
 representative jobs to their end and writes each workflow's history as `<name>.json`.
 
 A history already in OUT_DIR is kept, not re-recorded: the old ones are the runs that began
@@ -17,15 +18,17 @@ workflow's commands is what the replay test catches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+from temporalio.client import Client
 from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2_grpc
@@ -33,14 +36,19 @@ from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
 from switchboard.launcher import background
 from switchboard.launcher.ports import free_block
 from switchboard.planner import ids
+from switchboard.planner.activities import Activities
+from switchboard.planner.chat import ChatActivities, ChatSessions
+from switchboard.planner.documents import Documents
+from switchboard.planner.events import EventLog
 from switchboard.planner.process import connect_temporal
+from switchboard.planner.vectors import VectorStore
+from switchboard.planner.worker import build_worker
 from tests.planner.fake_inference import FakeInference
 from tests.planner.support import (
     WAIT_S,
     Planner,
     create_request,
     running_planner,
-    running_worker,
     tokens,
 )
 
@@ -148,6 +156,26 @@ async def graph_failed(planner: Planner) -> str:
     return await _finished(planner, _request(pipelines_pb2.JobInput(graph=graph)))
 
 
+async def chat(planner: Planner) -> str:
+    """One turn of a new session: load the window, generate, append the turn."""
+    turn = pipelines_pb2.ChatInput(session_id=f"s-{uuid.uuid4().hex[:8]}", model="echo")
+    turn.message = "hello there"
+    return await _finished(planner, _request(pipelines_pb2.JobInput(chat=turn)))
+
+
+async def ingest_document(planner: Planner) -> str:
+    """A short text: extract, chunk, then embed and upsert into a collection of its own."""
+    text = "Tides follow the moon. Bread rises with yeast. Comets have tails of ice and dust."
+    ingest = pipelines_pb2.IngestDocumentInput(
+        collection=f"c-{uuid.uuid4().hex[:8]}",
+        document=pipelines_pb2.Document(text=text),
+        embed_model="echo-embed",
+        chunk_tokens=8,
+        chunk_overlap=0,
+    )
+    return await _finished(planner, _request(pipelines_pb2.JobInput(ingest_document=ingest)))
+
+
 RUNS: dict[str, Run] = {
     "succeeded": succeeded,
     "failed": failed,
@@ -161,10 +189,37 @@ RUNS: dict[str, Run] = {
     "graph_failed": graph_failed,
     # Since the webhook-delivery-status patch:
     "webhook_refused": webhook_refused,
+    # The chat and document pipelines (no patch: recorded to keep their commands as they are):
+    "chat": chat,
+    "ingest_document": ingest_document,
 }
 
 
-async def record(temporal: str, valkey: str, out: Path, names: list[str]) -> None:
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client, valkey: Valkey, inference: str, chroma_url: str, queue: str
+) -> AsyncIterator[None]:
+    """The worker as `worker.run` builds it: the chat and document activities included."""
+    channel = grpc.aio.insecure_channel(inference)
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    log, vectors = EventLog(valkey), VectorStore(chroma_url)
+    worker = build_worker(
+        client,
+        queue,
+        Activities(stub, log),
+        grace_seconds=1.0,
+        chat=ChatActivities(ChatSessions(valkey)),
+        documents=Documents(stub, log, vectors),
+    )
+    try:
+        async with worker:
+            yield
+    finally:
+        await vectors.close()
+        await channel.close(grace=None)
+
+
+async def record(temporal: str, valkey: str, chroma_url: str, out: Path, names: list[str]) -> None:
     client = await connect_temporal(temporal, "default", wait_seconds=30)
     valkey_client = Valkey.from_url(f"valkey://{valkey}/0")
     fake = FakeInference()
@@ -176,7 +231,7 @@ async def record(temporal: str, valkey: str, out: Path, names: list[str]) -> Non
     try:
         async with (
             running_planner(client, valkey_client, fake, queue) as planner,
-            running_worker(client, valkey_client, f"127.0.0.1:{port}", queue),
+            running_worker(client, valkey_client, f"127.0.0.1:{port}", chroma_url, queue),
         ):
             for name in names:
                 job = await RUNS[name](planner)
@@ -207,11 +262,11 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="record-histories-") as state:
         ports = free_block()
-        stack = background.start(Path(state), ports, ("valkey", "temporal"))
+        stack = background.start(Path(state), ports, ("valkey", "temporal", "chroma"))
         try:
-            asyncio.run(
-                record(f"127.0.0.1:{ports.temporal}", f"127.0.0.1:{ports.valkey}", out, names)
-            )
+            temporal, valkey = f"127.0.0.1:{ports.temporal}", f"127.0.0.1:{ports.valkey}"
+            chroma = f"http://127.0.0.1:{ports.chroma}"
+            asyncio.run(record(temporal, valkey, chroma, out, names))
         finally:
             stack.stop()
 

@@ -30,6 +30,8 @@ EXPECTED = {"succeeded", "failed", "retried", "cancelled", "webhook_forbidden"} 
     "graph",
     "graph_failed",
     "webhook_refused",  # since the webhook-delivery-status patch
+    "chat",
+    "ingest_document",
 }
 
 
