@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+
+from . import tracing
 
 job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
 client_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_id", default="")
@@ -50,15 +53,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup(service: str, level: str = "INFO") -> None:
-    """Called once from each process's main(): logging, and a tracer that makes real ids."""
+def setup(service: str, level: str = "INFO", environ: Mapping[str, str] | None = None) -> None:
+    """Called once from each process's main(): logging, and a tracer that makes real ids.
+
+    With `OTEL_EXPORTER_OTLP_ENDPOINT` set (the standard variable; the OTLP exporter reads
+    its other `OTEL_*` settings itself) spans are batched to that receiver and the gRPC
+    client, httpx and Valkey calls get spans of their own (`tracing`)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if tracing.exporting(os.environ if environ is None else environ):
+        tracing.install(provider, service, current_ids)
     trace.set_tracer_provider(provider)
+
+
+def current_ids() -> dict[str, str]:
+    """The job and client this task works for, as span attributes (empty when none)."""
+    ids = {tracing.JOB_ATTRIBUTE: job_id_var.get(), tracing.CLIENT_ATTRIBUTE: client_id_var.get()}
+    return {key: value for key, value in ids.items() if value}
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
