@@ -24,34 +24,35 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
+from switchboard.api.jobs.v1 import job_state_pb2 as switchboard_dot_jobs_dot_v1_dot_job__state__pb2
 from switchboard.api.jobs.v1 import pipelines_pb2 as switchboard_dot_jobs_dot_v1_dot_pipelines__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n switchboard/jobs/v1/events.proto\x12\x13switchboard.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a#switchboard/jobs/v1/pipelines.proto\"\xf6\x03\n\x08JobEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\rstate_changed\x18\n \x01(\x0b\x32!.switchboard.jobs.v1.StateChangedH\x00\x12\x30\n\x05token\x18\x0b \x01(\x0b\x32\x1f.switchboard.jobs.v1.TokenDeltaH\x00\x12\x31\n\x08progress\x18\x0c \x01(\x0b\x32\x1d.switchboard.jobs.v1.ProgressH\x00\x12\'\n\x03gap\x18\r \x01(\x0b\x32\x18.switchboard.jobs.v1.GapH\x00\x12\x33\n\theartbeat\x18\x0e \x01(\x0b\x32\x1e.switchboard.jobs.v1.HeartbeatH\x00\x12\'\n\x03log\x18\x0f \x01(\x0b\x32\x18.switchboard.jobs.v1.LogH\x00\x12\x30\n\x06result\x18\x10 \x01(\x0b\x32\x1e.switchboard.jobs.v1.JobResultH\x00\x12\x37\n\x07webhook\x18\x11 \x01(\x0b\x32$.switchboard.jobs.v1.WebhookDeliveryH\x00\x42\t\n\x07payload\"@\n\x0cStateChanged\x12\r\n\x05state\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"8\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\r\n\x05stage\x18\x03 \x01(\t\"u\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\x12\x37\n\x06status\x18\x04 \x01(\x0e\x32\'.switchboard.jobs.v1.StageResult.Status\"\x96\x01\n\x03Log\x12-\n\x05level\x18\x01 \x01(\x0e\x32\x1e.switchboard.jobs.v1.Log.Level\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\"@\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x08\n\x04INFO\x10\x01\x12\x0b\n\x07WARNING\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"%\n\x03Gap\x12\x1e\n\x16\x66irst_available_cursor\x18\x01 \x01(\t\"\x0b\n\tHeartbeat\"\xcc\x02\n\x0fWebhookDelivery\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.switchboard.jobs.v1.WebhookDelivery.State\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x18\n\x10last_http_status\x18\x03 \x01(\x05\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\x12\x30\n\x0c\x64\x65liver_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tDELIVERED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n switchboard/jobs/v1/events.proto\x12\x13switchboard.jobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a#switchboard/jobs/v1/job_state.proto\x1a#switchboard/jobs/v1/pipelines.proto\"\xf6\x03\n\x08JobEvent\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\rstate_changed\x18\n \x01(\x0b\x32!.switchboard.jobs.v1.StateChangedH\x00\x12\x30\n\x05token\x18\x0b \x01(\x0b\x32\x1f.switchboard.jobs.v1.TokenDeltaH\x00\x12\x31\n\x08progress\x18\x0c \x01(\x0b\x32\x1d.switchboard.jobs.v1.ProgressH\x00\x12\'\n\x03gap\x18\r \x01(\x0b\x32\x18.switchboard.jobs.v1.GapH\x00\x12\x33\n\theartbeat\x18\x0e \x01(\x0b\x32\x1e.switchboard.jobs.v1.HeartbeatH\x00\x12\'\n\x03log\x18\x0f \x01(\x0b\x32\x18.switchboard.jobs.v1.LogH\x00\x12\x30\n\x06result\x18\x10 \x01(\x0b\x32\x1e.switchboard.jobs.v1.JobResultH\x00\x12\x37\n\x07webhook\x18\x11 \x01(\x0b\x32$.switchboard.jobs.v1.WebhookDeliveryH\x00\x42\t\n\x07payload\"t\n\x0cStateChanged\x12\r\n\x05state\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\x12\x32\n\x0bstate_value\x18\x03 \x01(\x0e\x32\x1d.switchboard.jobs.v1.JobState\"8\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\r\n\x05stage\x18\x03 \x01(\t\"u\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66raction\x18\x03 \x01(\x01\x12\x37\n\x06status\x18\x04 \x01(\x0e\x32\'.switchboard.jobs.v1.StageResult.Status\"\x96\x01\n\x03Log\x12-\n\x05level\x18\x01 \x01(\x0e\x32\x1e.switchboard.jobs.v1.Log.Level\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\"@\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x08\n\x04INFO\x10\x01\x12\x0b\n\x07WARNING\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"%\n\x03Gap\x12\x1e\n\x16\x66irst_available_cursor\x18\x01 \x01(\t\"\x0b\n\tHeartbeat\"\xcc\x02\n\x0fWebhookDelivery\x12\x39\n\x05state\x18\x01 \x01(\x0e\x32*.switchboard.jobs.v1.WebhookDelivery.State\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x18\n\x10last_http_status\x18\x03 \x01(\x05\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\x12\x30\n\x0c\x64\x65liver_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\r\n\tDELIVERED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.api.jobs.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBEVENT']._serialized_start=153
-  _globals['_JOBEVENT']._serialized_end=655
-  _globals['_STATECHANGED']._serialized_start=657
-  _globals['_STATECHANGED']._serialized_end=721
-  _globals['_TOKENDELTA']._serialized_start=723
-  _globals['_TOKENDELTA']._serialized_end=779
-  _globals['_PROGRESS']._serialized_start=781
-  _globals['_PROGRESS']._serialized_end=898
-  _globals['_LOG']._serialized_start=901
-  _globals['_LOG']._serialized_end=1051
-  _globals['_LOG_LEVEL']._serialized_start=987
-  _globals['_LOG_LEVEL']._serialized_end=1051
-  _globals['_GAP']._serialized_start=1053
-  _globals['_GAP']._serialized_end=1090
-  _globals['_HEARTBEAT']._serialized_start=1092
-  _globals['_HEARTBEAT']._serialized_end=1103
-  _globals['_WEBHOOKDELIVERY']._serialized_start=1106
-  _globals['_WEBHOOKDELIVERY']._serialized_end=1438
-  _globals['_WEBHOOKDELIVERY_STATE']._serialized_start=1368
-  _globals['_WEBHOOKDELIVERY_STATE']._serialized_end=1438
+  _globals['_JOBEVENT']._serialized_start=190
+  _globals['_JOBEVENT']._serialized_end=692
+  _globals['_STATECHANGED']._serialized_start=694
+  _globals['_STATECHANGED']._serialized_end=810
+  _globals['_TOKENDELTA']._serialized_start=812
+  _globals['_TOKENDELTA']._serialized_end=868
+  _globals['_PROGRESS']._serialized_start=870
+  _globals['_PROGRESS']._serialized_end=987
+  _globals['_LOG']._serialized_start=990
+  _globals['_LOG']._serialized_end=1140
+  _globals['_LOG_LEVEL']._serialized_start=1076
+  _globals['_LOG_LEVEL']._serialized_end=1140
+  _globals['_GAP']._serialized_start=1142
+  _globals['_GAP']._serialized_end=1179
+  _globals['_HEARTBEAT']._serialized_start=1181
+  _globals['_HEARTBEAT']._serialized_end=1192
+  _globals['_WEBHOOKDELIVERY']._serialized_start=1195
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1527
+  _globals['_WEBHOOKDELIVERY_STATE']._serialized_start=1457
+  _globals['_WEBHOOKDELIVERY_STATE']._serialized_end=1527
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
+from switchboard.api.jobs.v1 import job_state_pb2 as _job_state_pb2
 from switchboard.api.jobs.v1 import pipelines_pb2 as _pipelines_pb2
 import builtins as _builtins
 import sys
@@ -100,8 +101,15 @@ class StateChanged(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STATE_VALUE_FIELD_NUMBER: _builtins.int
     state: _builtins.str
-    """The new state, one of Job.State's names."""
+    """The new state as one of Job.State's names: the legacy spelling, kept for the wire and
+    for JSON clients (SSE `state_changed` events carry it). Producers set it together with
+    `state_value`; readers prefer `state_value` and fall back to it when that is unset
+    (events logged by older producers).
+    """
+    state_value: _job_state_pb2.JobState.ValueType
+    """The new state, typed; the same state as `state`."""
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """Set when the new state is FAILED."""
@@ -111,10 +119,11 @@ class StateChanged(_message.Message):
         *,
         state: _builtins.str = ...,
         error: _status_pb2.Status | None = ...,
+        state_value: _job_state_pb2.JobState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "state", b"state", "state_value", b"state_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
