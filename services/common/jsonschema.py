@@ -11,6 +11,8 @@ the same scalar mapping.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from google.api import field_behavior_pb2
@@ -52,19 +54,57 @@ _BOUNDS: Final = {
 }
 
 
-def message_schema(message: descriptor.Descriptor) -> dict[str, Any]:
-    """The schema of one message; a message nested in itself is an untyped object there."""
-    return _message(message, frozenset())
+# Given a message type used by a field, a schema that points at it (`{"$ref": ...}`).
+Ref = Callable[[descriptor.Descriptor], dict[str, Any]]
 
 
-def _message(message: descriptor.Descriptor, outer: frozenset[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Scope:
+    """The messages being expanded around a field, and how to point at a message instead."""
+
+    outer: frozenset[str]
+    ref: Ref | None
+
+    def enter(self, message: descriptor.Descriptor) -> _Scope:
+        return _Scope(self.outer | {message.full_name}, self.ref)
+
+
+def message_schema(message: descriptor.Descriptor, ref: Ref | None = None) -> dict[str, Any]:
+    """The schema of one message.
+
+    Without `ref` every message a field uses is written out in place (a message nested in
+    itself is an untyped object there); with it, `ref` stands for each one that is not a
+    well-known type, so a document can hold each message once and point at it.
+    """
+    return _message(message, _Scope(frozenset(), ref), top=True)
+
+
+def field_schema(field: descriptor.FieldDescriptor, ref: Ref | None = None) -> dict[str, Any]:
+    """The schema of one field's value (a query or path parameter, a body's member)."""
+    return _field(field, _Scope(frozenset(), ref))
+
+
+def is_required(field: descriptor.FieldDescriptor) -> bool:
+    """Whether the field's absence makes its message invalid (see the module's docstring)."""
+    return _required(field)
+
+
+def is_well_known(message: descriptor.Descriptor) -> bool:
+    """Whether proto3 JSON maps the message to something other than an object of its fields."""
+    name = message.full_name
+    return name in _WELL_KNOWN or (name.startswith("google.protobuf.") and name.endswith("Value"))
+
+
+def _message(message: descriptor.Descriptor, scope: _Scope, top: bool = False) -> dict[str, Any]:
     if message.full_name in _WELL_KNOWN:
         return dict(_WELL_KNOWN[message.full_name])
-    if message.full_name.startswith("google.protobuf.") and message.name.endswith("Value"):
+    if is_well_known(message):
         return _scalar(message.fields_by_name["value"])  # wrappers: the bare value
-    if message.full_name in outer:
+    if scope.ref is not None and not top:
+        return scope.ref(message)
+    if message.full_name in scope.outer:
         return {"type": "object", "description": f"a {message.full_name}"}
-    inner = outer | {message.full_name}
+    inner = scope.enter(message)
     schema: dict[str, Any] = {
         "type": "object",
         "title": message.full_name,
@@ -74,6 +114,9 @@ def _message(message: descriptor.Descriptor, outer: frozenset[str]) -> dict[str,
     required = [f.json_name for f in message.fields if _required(f)]
     if required:
         schema["required"] = required
+    if scope.ref is not None:
+        _mark_oneofs(schema, message)
+        return schema
     choices = [_choice(o) for o in message.oneofs if _required_oneof(o)]
     if len(choices) == 1:
         schema["oneOf"] = choices[0]
@@ -82,46 +125,64 @@ def _message(message: descriptor.Descriptor, outer: frozenset[str]) -> dict[str,
     return schema
 
 
-def _field(field: descriptor.FieldDescriptor, outer: frozenset[str]) -> dict[str, Any]:
-    schema = _value(field, outer)
+def _mark_oneofs(schema: dict[str, Any], message: descriptor.Descriptor) -> None:
+    """Oneofs as generators can take them: they make a class of `properties`, not of
+    `properties` beside `oneOf`. So each member names its oneof, and a message that is all
+    one oneof holds at most one property. ("Exactly one" is then the server's check: the
+    planner shows an ingest job's document as `{}`.)
+    """
+    for oneof in message.oneofs:
+        members = [f.json_name for f in oneof.fields]
+        if len(members) == 1 and oneof.name == f"_{oneof.fields[0].name}":
+            continue  # proto3 `optional`
+        rule = ", one of them required" if _required_oneof(oneof) else ""
+        note = f"Oneof `{oneof.name}`: at most one of {', '.join(members)}{rule}."
+        for member in members:
+            schema["properties"][member]["description"] = note
+        if len(members) == len(message.fields):
+            schema["maxProperties"] = 1
+
+
+def _field(field: descriptor.FieldDescriptor, scope: _Scope) -> dict[str, Any]:
+    schema = _value(field, scope)
     behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
     if field_behavior_pb2.OUTPUT_ONLY in behaviors:
         schema["readOnly"] = True
     return schema
 
 
-def _value(field: descriptor.FieldDescriptor, outer: frozenset[str]) -> dict[str, Any]:
+def _value(field: descriptor.FieldDescriptor, scope: _Scope) -> dict[str, Any]:
     rules = _rules(field)
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         entry = field.message_type.fields_by_name
         values = rules.map.values if rules.map.HasField("values") else None
         schema: dict[str, Any] = {
             "type": "object",
-            "additionalProperties": _single(entry["value"], outer, values),
+            "additionalProperties": _single(entry["value"], scope, values),
         }
         _apply(schema, rules.map, {"min_pairs": "minProperties", "max_pairs": "maxProperties"})
         if rules.map.HasField("keys"):
-            names = _single(entry["key"], outer, rules.map.keys)
+            names = _single(entry["key"], scope, rules.map.keys)
             schema["propertyNames"] = {k: v for k, v in names.items() if k != "type"}
         return schema
     if _is_repeated(field):
-        items = _single(field, outer, rules.repeated.items if rules.HasField("repeated") else None)
+        items = _single(field, scope, rules.repeated.items if rules.HasField("repeated") else None)
         schema = {"type": "array", "items": items}
         _apply(schema, rules.repeated, {"min_items": "minItems", "max_items": "maxItems"})
         if rules.repeated.unique:
             schema["uniqueItems"] = True
         return schema
-    return _single(field, outer, rules)
+    return _single(field, scope, rules)
 
 
 def _single(
     field: descriptor.FieldDescriptor,
-    outer: frozenset[str],
+    scope: _Scope,
     rules: validate_pb2.FieldRules | None = None,
 ) -> dict[str, Any]:
     """One value of the field (an item of a repeated field), with the rules on values."""
     if field.message_type is not None:
-        schema = _message(field.message_type, outer)
+        schema = _message(field.message_type, scope)
     else:
         schema = _scalar(field)
     if rules is not None:

@@ -1,20 +1,31 @@
-"""A minimal OpenAPI 3.1 document, generated from the same derived route table."""
+"""The OpenAPI 3.1 document, generated from the same derived route table.
+
+Bodies are typed from the proto (openapi_schemas.py): each request and response message is
+a component, errors are the edge's error body, and a job's event stream is
+`text/event-stream` whose frames (`x-itemSchema`, as OpenAPI 3.2's `itemSchema` says it)
+carry JobEvents.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from switchboard.common.jsonschema import SCALAR_TYPES as _SCALARS
+from switchboard.common.jsonschema import field_schema, is_required
 
-from .routes import RestRoute, RouteTable
+from .openapi_schemas import Components, error_schemas, event_frame_schema
+from .routes import Binding, RestRoute, RouteTable
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 
 
 def document(table: RouteTable, title: str = "Switchboard", version: str = "v1") -> dict[str, Any]:
+    components = Components()
+    error_schemas(components)
     paths: dict[str, dict[str, Any]] = {}
     for route in table.routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, components)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -26,13 +37,12 @@ def document(table: RouteTable, title: str = "Switchboard", version: str = "v1")
                 # The `Link` of a created job carries it; it opens that job's events only.
                 "streamToken": {"type": "apiKey", "in": "query", "name": "token"},
             },
-            "schemas": {"Error": _error_schema()},
+            "schemas": components.build(),
         },
     }
 
 
-def _operation(route: RestRoute) -> dict[str, Any]:
-    media = "text/event-stream" if route.streaming else "application/json"
+def _operation(route: RestRoute, components: Components) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.rpc,
         "summary": route.summary,
@@ -40,7 +50,7 @@ def _operation(route: RestRoute) -> dict[str, Any]:
         "responses": {
             str(route.status): {
                 "description": route.response_type.DESCRIPTOR.full_name,
-                "content": {media: {"schema": {"type": "object"}}},
+                "content": _content(route, components),
             },
             "default": {
                 "description": "Error",
@@ -49,21 +59,49 @@ def _operation(route: RestRoute) -> dict[str, Any]:
         },
     }
     if route.body:
-        target = route.request_type.DESCRIPTOR
-        if route.body != "*":
-            target = target.fields_by_name[route.body].message_type or target
-        operation["requestBody"] = {
-            "description": target.full_name,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
+        operation["requestBody"] = _request_body(route, components)
     _http_semantics(route, operation)
     return operation
 
 
+def _content(route: RestRoute, components: Components) -> dict[str, Any]:
+    if not route.streaming:
+        return {"application/json": {"schema": components.message(route.response_type.DESCRIPTOR)}}
+    stream = {
+        "type": "string",
+        "description": "Server-Sent Events; each event's data is a JobEvent (JobEventFrame).",
+    }
+    return {"text/event-stream": {"schema": stream, "x-itemSchema": event_frame_schema(components)}}
+
+
+def _request_body(route: RestRoute, components: Components) -> dict[str, Any]:
+    request = route.request_type.DESCRIPTOR
+    if route.body != "*":
+        target = request.fields_by_name[route.body]
+        return {
+            "description": target.message_type.full_name,
+            "required": is_required(target),
+            "content": {"application/json": {"schema": components.message(target.message_type)}},
+        }
+    # The whole request but the fields the path fills (the path wins over the body).
+    bound = {b.field for b in route.bindings}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            f.json_name: field_schema(f, components.message)
+            for f in request.fields
+            if f.name not in bound
+        },
+        "additionalProperties": False,
+    }
+    return {"description": request.full_name, "content": {"application/json": {"schema": schema}}}
+
+
 def _parameters(route: RestRoute) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-        for p in route.path_params
+        {"name": p, "in": "path", "required": True, "schema": _path_schema(route, b)}
+        for b in route.bindings
+        for p in b.params
     ]
     if route.body == "*":
         return params
@@ -71,27 +109,21 @@ def _parameters(route: RestRoute) -> list[dict[str, Any]]:
     for field in route.request_type.DESCRIPTOR.fields:
         if field.name in bound or field.cpp_type not in _SCALARS:
             continue
-        params.append(
-            {"name": field.json_name, "in": "query", "schema": {"type": _SCALARS[field.cpp_type]}}
-        )
+        params.append({"name": field.json_name, "in": "query", "schema": field_schema(field)})
     return params
 
 
-def _error_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "integer"},
-                    "status": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {"type": "array", "items": {"type": "object"}},
-                },
-            }
-        },
-    }
+def _path_schema(route: RestRoute, binding: Binding) -> dict[str, Any]:
+    """A path parameter's pattern, from the bound field's: `^jobs/X$` with `jobs/{job_id}`."""
+    schema: dict[str, Any] = {"type": "string"}
+    if len(binding.params) != 1:
+        return schema
+    field = route.request_type.DESCRIPTOR.fields_by_name[binding.field]
+    pattern = str(field_schema(field).get("pattern", ""))
+    head = "^" + re.escape(binding.template.removesuffix("{" + binding.params[0] + "}"))
+    if "{" not in head and pattern.startswith(head):
+        schema["pattern"] = "^" + pattern.removeprefix(head)
+    return schema
 
 
 def _http_semantics(route: RestRoute, operation: dict[str, Any]) -> None:

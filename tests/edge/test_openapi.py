@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from switchboard.edge.openai_schema import add_openai
+from switchboard.edge.openai.schema import add_openai
 from switchboard.edge.openapi import document
 from switchboard.edge.routes import job_routes
 
