@@ -1,22 +1,26 @@
 """`switchboard up | down | status | restart`: the whole local mesh with one command;
-`switchboard keys`: the API keys the edges accept."""
+`switchboard keys`: the API keys the edges accept; `switchboard trace`: one job's spans."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 
 from rich.live import Live
 
+from switchboard.commands import chat as chat_cmd
+from switchboard.commands import jobs as jobs_cmd
 from switchboard.edge import keys_cli
-from switchboard.launcher import control, stack, ui
+from switchboard.launcher import control, receiver, stack, tracecli, ui
 from switchboard.launcher.ports import DEFAULT_BASE, Ports, port_free
 from switchboard.launcher.replicas import Replicas
 from switchboard.launcher.supervisor import Supervisor, alive, kill_group, read_state
@@ -27,6 +31,7 @@ RESTART_TIMEOUT = 360.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('switchboard')}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("up", "start the mesh and show its state until Ctrl-C"),
@@ -42,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
             help="first port of the stack's block (env SWITCHBOARD_BASE_PORT)",
         )
         cmd.add_argument("--state-dir", type=Path, help="default .switchboard/stack-<base>")
+        if name == "status":
+            cmd.add_argument("--json", action="store_true", help="one JSON object, for scripts")
         if name == "restart":
             cmd.add_argument("process", help="e.g. worker, triton (as `status` names them)")
             cmd.add_argument(
@@ -64,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
                 help="replicas per service, e.g. planner=2,inference=2,worker=2,edge=3 "
                 "(default edge=2, the others 1); the extra ones are named planner-2, ...",
             )
+            cmd.add_argument(
+                "--with",
+                dest="extras",
+                type=receiver.parse_extras,
+                default=os.environ.get("SWITCHBOARD_WITH", ""),
+                help="extras to run too: tracing (Phoenix, the services export spans to it; "
+                "env SWITCHBOARD_WITH)",
+            )
     stack_port = argparse.ArgumentParser(add_help=False)
     stack_port.add_argument(
         "--base-port",
@@ -72,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the local stack whose Valkey to use (env SWITCHBOARD_BASE_PORT)",
     )
     keys_cli.add_parser(sub, default_valkey=_stack_valkey, parents=[stack_port])
+    jobs_cmd.add_parser(sub)
+    chat_cmd.add_parser(sub)
+    tracecli.add_parser(sub, parents=[stack_port])
     return parser
 
 
@@ -91,19 +109,31 @@ def _replicas(text: str) -> Replicas:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if run := getattr(args, "run", None):  # jobs, chat: over the public API
+        return int(run(args))
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command == "trace":
+        return tracecli.run(args)
     ports = Ports.at(args.base_port)
     state_dir: Path = args.state_dir.resolve() if args.state_dir else stack.default_state_dir(ports)
     if args.command == "up":
         only = [n.strip() for n in args.only.split(",")] if args.only else None
         live = not args.no_ui and sys.stdout.isatty()
-        return up(ports, state_dir, os.environ, live=live, only=only, replicas=args.replicas)
+        return up(
+            ports,
+            state_dir,
+            os.environ,
+            live=live,
+            only=only,
+            replicas=args.replicas,
+            extras=args.extras,
+        )
     if args.command == "down":
         return down(state_dir)
     if args.command == "restart":
         return restart(state_dir, args.process, args.timeout)
-    return asyncio.run(status(ports, state_dir, os.environ))
+    return asyncio.run(status(ports, state_dir, os.environ, as_json=args.json))
 
 
 def _busy(ports: Ports, replicas: Replicas) -> list[int]:
@@ -119,18 +149,25 @@ def up(
     live: bool,
     only: Sequence[str] | None = None,
     replicas: Replicas | None = None,
+    extras: Sequence[str] = (),
 ) -> int:
     replicas = replicas or Replicas()
     previous = read_state(state_dir)
     if previous and alive(previous.get("supervisor_pid")):
         print(f"a stack already runs from {state_dir}; `switchboard down` first", file=sys.stderr)
-        return 2
+        return 1
     if busy := _busy(ports, replicas):
         print(f"ports in use: {busy}; pick another --base-port", file=sys.stderr)
-        return 2
+        return 1
     state_dir.mkdir(parents=True, exist_ok=True)
     token = stack.write_internal_token(state_dir)
     specs = stack.build(ports, state_dir, environ, internal_token=token, replicas=replicas)
+    if receiver.NAME in extras:
+        try:
+            specs = receiver.with_receiver(specs, ports, state_dir, environ)
+        except receiver.ReceiverMissing as e:
+            print(e, file=sys.stderr)
+            return 1
     if only is not None:
         try:
             specs = stack.select(specs, only)
@@ -199,12 +236,13 @@ def down(state_dir: Path, timeout: float = 60.0) -> int:
 
 
 def restart(state_dir: Path, name: str, timeout_s: float = RESTART_TIMEOUT) -> int:
-    """0 once `name` runs again and is ready, 1 if it is not, 2 if there is nothing to ask."""
+    """0 once `name` runs again and is ready; 1 if it is not or no stack runs; 2 for a name
+    the stack does not have (a usage error)."""
     state = read_state(state_dir) or {}
     pid, procs = state.get("supervisor_pid"), state.get("processes")
     if not isinstance(pid, int) or not alive(pid) or not isinstance(procs, dict):
         print(f"no stack runs from {state_dir}", file=sys.stderr)
-        return 2
+        return 1
     before = procs.get(name)
     if not isinstance(before, dict):
         print(f"unknown process {name!r}; known: {sorted(procs)}", file=sys.stderr)
@@ -244,17 +282,23 @@ def _await_restart(
     return f"{name} was not ready again within {timeout_s:.0f}s"
 
 
-async def status(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> int:
+async def status(
+    ports: Ports, state_dir: Path, environ: Mapping[str, str], *, as_json: bool = False
+) -> int:
     state = read_state(state_dir)
     if state is None:
-        print(f"no stack has run from {state_dir}")
+        none = json.dumps({"stack": ports.base, "state": "none"})
+        print(none if as_json else f"no stack has run from {state_dir}")
         return 1
     running = alive(state.get("supervisor_pid"))
     procs = state.get("processes")
     # The replicas that ran are the ones state.json names.
     replicas = Replicas.of_names(procs if isinstance(procs, dict) else ())
     specs = stack.build(ports, state_dir, environ, replicas=replicas)
+    names = list(procs) if isinstance(procs, dict) else []
     checks = {spec.name: spec.check for spec in specs}
+    if receiver.NAME in names:
+        checks[receiver.NAME] = receiver.check(ports)
     rows: list[Mapping[str, object]] = []
     healthy = running
     for name, proc in procs.items() if isinstance(procs, dict) else ():
@@ -274,7 +318,15 @@ async def status(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> i
             healthy = healthy and ok
         rows.append(row)
     stack_state = state.get("state") if running else "not running"
+    if as_json:
+        public, grpc = f"http://127.0.0.1:{ports.public}", f"127.0.0.1:{ports.grpc}"
+        summary = {"stack": ports.base, "state": stack_state, "healthy": healthy}
+        addresses = {"public": public, "grpc": grpc}
+        print(json.dumps({**summary, **addresses, "processes": rows}, default=str))
+        return 0 if healthy else 1
     ui.console().print(ui.table(f"switchboard stack {ports.base}: {stack_state}", rows))
+    for label, url in receiver.addresses(ports, names):
+        print(f"{label}: {url}")
     return 0 if healthy else 1
 
 

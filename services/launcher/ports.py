@@ -32,6 +32,8 @@ OFFSETS = {
     "temporal_http": 51,
     "temporal_metrics": 52,
     "temporal_ui": 53,
+    "trace_ui": 54,  # Phoenix (`up --with tracing`): web UI, REST API, OTLP over HTTP
+    "trace_otlp": 55,  # Phoenix: OTLP over gRPC, where the services export their spans
     "valkey": 60,
     "chroma": 62,
 }
@@ -69,6 +71,8 @@ class Ports:
     temporal_http: int
     temporal_metrics: int
     temporal_ui: int
+    trace_ui: int
+    trace_otlp: int
     valkey: int
     chroma: int
 

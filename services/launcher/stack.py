@@ -271,7 +271,6 @@ def _temporal(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessS
     temporal_bin = Path(sys.executable).parent / "temporal"
     argv = lambda: [  # noqa: E731
         str(temporal_bin), "server", "start-dev",
-        "--headless",
         "--ip", "127.0.0.1",
         "--port", str(ports.temporal),
         "--http-port", str(ports.temporal_http),
@@ -283,8 +282,9 @@ def _temporal(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessS
     check = checks.grpc_serving(
         f"127.0.0.1:{ports.temporal}", "temporal.api.workflowservice.v1.WorkflowService"
     )
+    # The Web UI (workflows, their histories) listens on --ui-port; `status` names it.
     return ProcessSpec("temporal", argv, check, env=env,
-                       ports=(ports.temporal, ports.temporal_http))  # fmt: skip
+                       ports=(ports.temporal, ports.temporal_http, ports.temporal_ui))  # fmt: skip
 
 
 def _chroma(ports: Ports, state_dir: Path, env: Mapping[str, str]) -> ProcessSpec:

@@ -1,10 +1,12 @@
-"""A real OTLP/gRPC trace receiver for tests: keeps every span it is sent."""
+"""A real OTLP/gRPC trace receiver for tests, keeping every span it is sent; and Phoenix."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,3 +49,12 @@ async def receiving() -> AsyncIterator[Receiver]:
         yield receiver
     finally:
         await server.stop(None)
+
+
+def install_phoenix() -> None:
+    """The trace receiver the stack runs with `--with tracing`, installed as a developer
+    would (scripts/setup-tracing; a no-op once done): the tests that need it install it
+    rather than skip."""
+    script = Path(__file__).parents[2] / "scripts" / "setup-tracing"
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
