@@ -82,7 +82,10 @@ def _operation(method: str, path: str, operation: Mapping[str, Any]) -> str:
         rows.append(f"<p>Request body ({html.escape(media)}): {_schema(content)}</p>")
     rows.append("<table><tr><th>status</th><th>answer</th></tr>")
     for status, response in operation.get("responses", {}).items():
-        media = ", ".join(html.escape(m) for m in response.get("content", {}))
+        media = ", ".join(
+            f"{html.escape(m)} {_schema(c, brief=True)}"
+            for m, c in response.get("content", {}).items()
+        )
         rows.append(
             f"<tr><td>{html.escape(status)}</td>"
             f"<td>{html.escape(str(response.get('description', '')))} <small>{media}</small>"
@@ -92,13 +95,14 @@ def _operation(method: str, path: str, operation: Mapping[str, Any]) -> str:
     return "".join(rows)
 
 
-def _schema(content: Mapping[str, Any]) -> str:
-    schema = content.get("schema", {})
+def _schema(content: Mapping[str, Any], brief: bool = False) -> str:
+    """A link to the body's named schema (an event stream's: its events'), else the schema."""
+    schema = content.get("x-itemSchema") or content.get("schema", {})
     ref = schema.get("$ref", "")
     if ref:
         name = html.escape(ref.rsplit("/", 1)[-1])
         return f"<a href='#schema-{name}'>{name}</a>"
-    return _json(schema)
+    return "" if brief else _json(schema)
 
 
 def _json(value: object) -> str:

@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT202012
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
 from switchboard.common.errors import SwitchboardError
-from switchboard.edge import codec, sse
+from switchboard.edge import apidocs, codec, sse
 from switchboard.edge.errors import error_body
 from switchboard.edge.openapi import document
 from switchboard.edge.routes import job_routes
@@ -170,3 +170,11 @@ def test_path_and_query_parameters_carry_the_requests_rules(value: str, valid: b
     assert Draft202012Validator(job_id["schema"]).is_valid(value) is valid
     listing = {p["name"]: p["schema"] for p in DOC["paths"]["/v1/jobs"]["get"]["parameters"]}
     assert listing["pageSize"] == {"type": "integer", "minimum": 0, "maximum": 100}
+
+
+def test_the_docs_page_links_every_typed_body_to_its_schema() -> None:
+    page = apidocs.render(DOC)
+    for name in ("Job", "ListJobsResponse", "JobResult", "JobEventFrame", "Error"):
+        assert f"<a href='#schema-{name}'>{name}</a>" in page, name
+        assert f"<h3 id='schema-{name}'>" in page, name
+    assert "stateChanged" in page and "type.googleapis.com/google.rpc.ErrorInfo" in page

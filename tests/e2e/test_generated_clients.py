@@ -1,0 +1,163 @@
+"""Clients generated from the served `/openapi.json` by real generators work.
+
+openapi-python-client makes a Python client at test time (nothing generated is kept), and
+the README's job session runs through it against the whole mesh with its typed models:
+create, wait, events (the SSE frames parsed into JobEventFrame and JobEvent), resume,
+result, cancel, and a typed error. openapi-typescript makes TypeScript types, and `tsc`
+type-checks a small use of them (openapi_use.ts), `@ts-expect-error` lines included: an
+untyped document would leave those without an error and fail the check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import API_KEY, Mesh
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "switchboard_generated_client"
+BIN = Path(sys.executable).parent
+JOB_OPERATIONS = ("create_job", "get_job", "list_jobs", "cancel_job", "watch_job", "get_job_result")
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+WAIT_SECONDS = 90.0
+
+
+def served_document(mesh: Mesh, into: Path) -> Path:
+    answer = httpx.get(f"{mesh.public}/openapi.json", timeout=30)
+    answer.raise_for_status()
+    path = into / "openapi.json"
+    path.write_bytes(answer.content)
+    return path
+
+
+def run(argv: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+@pytest.fixture(scope="module")
+def client_package(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    out = tmp_path_factory.mktemp("python-client")
+    document = served_document(mesh, out)
+    generator = str(BIN / "openapi-python-client")
+    run([generator, "generate", "--path", str(document), "--meta", "none",
+         "--output-path", str(out / PACKAGE)], out)  # fmt: skip
+    for operation in JOB_OPERATIONS:  # every JobService route became a typed function
+        assert (out / PACKAGE / "api" / "default" / f"{operation}.py").is_file(), operation
+    sys.path.insert(0, str(out))
+    try:
+        yield importlib.import_module(PACKAGE)
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n.split(".")[0] == PACKAGE]:
+            del sys.modules[name]
+
+
+def frames(stream: str) -> list[dict[str, str]]:
+    """The SSE events of a whole response: `field: value` lines, comments and retry left out."""
+    events = []
+    for block in stream.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and ": " in line)
+        fields.pop("", None)  # `: heartbeat` comments
+        if "data" in fields:
+            events.append(fields)
+    return events
+
+
+def wait_for_end(get_job: Any, job_id: str, client: Any) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        job = get_job.sync(job_id, client=client)
+        if str(job.state) in TERMINAL:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not end in {WAIT_SECONDS} s")
+
+
+@pytest.mark.timeout(300)
+def test_the_generated_python_client_runs_the_readme_session(
+    mesh: Mesh, client_package: ModuleType
+) -> None:
+    api = importlib.import_module(f"{PACKAGE}.api.default")
+    create_job, get_job, cancel_job = api.create_job, api.get_job, api.cancel_job
+    watch_job, get_job_result = api.watch_job, api.get_job_result
+    models = importlib.import_module(f"{PACKAGE}.models")
+    unset = importlib.import_module(f"{PACKAGE}.types").Unset
+    client = client_package.AuthenticatedClient(
+        base_url=mesh.public, token=API_KEY, timeout=httpx.Timeout(60.0)
+    )
+    job_id = f"generated-{uuid.uuid4().hex[:8]}"
+    prompt = models.GenerateInput(model="test-streamer", prompt="hello from switchboard")
+    body = models.Job(pipeline=models.JobPipeline.GENERATE, input_=models.JobInput(generate=prompt))
+
+    created = create_job.sync_detailed(client=client, body=body, job_id=job_id)
+    assert created.status_code == 202, created.content
+    assert isinstance(created.parsed, models.Job) and created.parsed.name == f"jobs/{job_id}"
+    assert created.parsed.input_.generate.prompt == "hello from switchboard"
+
+    done = wait_for_end(get_job, job_id, client)
+    assert done.state == models.JobState.SUCCEEDED
+
+    stream = watch_job.sync_detailed(job_id, client=client)
+    assert stream.status_code == 200
+    typed = [models.JobEventFrame.from_dict(f) for f in frames(stream.parsed)]
+    events = [models.JobEvent.from_dict(json.loads(frame.data)) for frame in typed]
+    assert [frame.id for frame in typed] == [event.cursor for event in events]
+    states = [e.state_changed.state for e in events if not isinstance(e.state_changed, unset)]
+    assert states[-1] == "SUCCEEDED"
+    text = "".join(e.token.text for e in events if not isinstance(e.token, unset))
+
+    resumed = watch_job.sync_detailed(job_id, client=client, last_event_id_header=typed[0].id)
+    assert [f["id"] for f in frames(resumed.parsed)] == [frame.id for frame in typed[1:]]
+
+    result = get_job_result.sync(job_id, client=client)
+    assert isinstance(result, models.JobResult)
+    assert result.generate.text == text and text
+    assert result.generate.finish_reason in set(models.GenerateOutputFinishReason)
+
+    long = models.GenerateInput(
+        model="test-streamer",
+        prompt=" ".join(f"word{i}" for i in range(400)),
+        params=models.SamplingParams(max_tokens=800),
+    )
+    body = models.Job(pipeline=models.JobPipeline.GENERATE, input_=models.JobInput(generate=long))
+    second = f"{job_id}-cancel"
+    assert create_job.sync_detailed(client=client, body=body, job_id=second).status_code == 202
+    cancelled = cancel_job.sync_detailed(second, client=client)
+    assert cancelled.status_code == 202 and isinstance(cancelled.parsed, models.Job)
+    assert wait_for_end(get_job, second, client).state == models.JobState.CANCELLED
+
+    missing = get_job.sync_detailed("no-such-job", client=client)
+    assert missing.status_code == 404 and isinstance(missing.parsed, models.Error)
+    assert missing.parsed.error.status == models.ErrorStatusStatus.NOT_FOUND
+    info = missing.parsed.error.details[0]
+    assert isinstance(info, models.ErrorInfo) and info.reason
+
+
+@pytest.mark.timeout(180)
+def test_typescript_types_from_the_document_type_check_a_client(mesh: Mesh, tmp_path: Path) -> None:
+    node_bin = ROOT / "node_modules" / ".bin"
+    document = served_document(mesh, tmp_path)
+    run([str(node_bin / "openapi-typescript"), str(document), "-o", "api.d.ts"], tmp_path)
+    shutil.copy(Path(__file__).with_name("openapi_use.ts"), tmp_path / "use.ts")
+    run([str(node_bin / "tsc"), "--noEmit", "--strict", "--target", "es2022",
+         "--module", "es2022", "--moduleResolution", "bundler", "use.ts"], tmp_path)  # fmt: skip
