@@ -9,7 +9,9 @@ carry JobEvents.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, cast
+
+from google.protobuf import descriptor
 
 from switchboard.common.jsonschema import SCALAR_TYPES as _SCALARS
 from switchboard.common.jsonschema import field_schema, is_required
@@ -66,7 +68,8 @@ def _operation(route: RestRoute, components: Components) -> dict[str, Any]:
 
 def _content(route: RestRoute, components: Components) -> dict[str, Any]:
     if not route.streaming:
-        return {"application/json": {"schema": components.message(route.response_type.DESCRIPTOR)}}
+        reply = cast(descriptor.Descriptor, route.response_type.DESCRIPTOR)
+        return {"application/json": {"schema": components.message(reply)}}
     stream = {
         "type": "string",
         "description": "Server-Sent Events; each event's data is a JobEvent (JobEventFrame).",
@@ -75,13 +78,15 @@ def _content(route: RestRoute, components: Components) -> dict[str, Any]:
 
 
 def _request_body(route: RestRoute, components: Components) -> dict[str, Any]:
-    request = route.request_type.DESCRIPTOR
+    request = _request(route)
     if route.body != "*":
         target = request.fields_by_name[route.body]
+        body = target.message_type
+        assert body is not None  # routes.py admits message fields only
         return {
-            "description": target.message_type.full_name,
+            "description": body.full_name,
             "required": is_required(target),
-            "content": {"application/json": {"schema": components.message(target.message_type)}},
+            "content": {"application/json": {"schema": components.message(body)}},
         }
     # The whole request but the fields the path fills (the path wins over the body).
     bound = {b.field for b in route.bindings}
@@ -97,6 +102,10 @@ def _request_body(route: RestRoute, components: Components) -> dict[str, Any]:
     return {"description": request.full_name, "content": {"application/json": {"schema": schema}}}
 
 
+def _request(route: RestRoute) -> descriptor.Descriptor:
+    return cast(descriptor.Descriptor, route.request_type.DESCRIPTOR)
+
+
 def _parameters(route: RestRoute) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": p, "in": "path", "required": True, "schema": _path_schema(route, b)}
@@ -106,7 +115,7 @@ def _parameters(route: RestRoute) -> list[dict[str, Any]]:
     if route.body == "*":
         return params
     bound = {b.field for b in route.bindings} | {route.body}
-    for field in route.request_type.DESCRIPTOR.fields:
+    for field in _request(route).fields:
         if field.name in bound or field.cpp_type not in _SCALARS:
             continue
         params.append({"name": field.json_name, "in": "query", "schema": field_schema(field)})
@@ -118,7 +127,7 @@ def _path_schema(route: RestRoute, binding: Binding) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if len(binding.params) != 1:
         return schema
-    field = route.request_type.DESCRIPTOR.fields_by_name[binding.field]
+    field = _request(route).fields_by_name[binding.field]
     pattern = str(field_schema(field).get("pattern", ""))
     head = "^" + re.escape(binding.template.removesuffix("{" + binding.params[0] + "}"))
     if "{" not in head and pattern.startswith(head):
