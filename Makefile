@@ -8,7 +8,7 @@ REPLICAS ?=
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up down status proto proto-check lint fmt typecheck buf test test-e2e bench check clean
+.PHONY: help setup setup-tracing up down status proto proto-check lint fmt typecheck buf test test-e2e bench check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,8 +16,11 @@ help: ## list the targets
 setup: ## install Python and npm dependencies into .venv and node_modules
 	@scripts/bootstrap
 
-up: setup ## start the whole local mesh (Ctrl-C stops it); BASE_PORT=18000, REPLICAS=planner=2,...
-	$(VENV)/switchboard up --base-port $(BASE_PORT) $(if $(REPLICAS),--replicas $(REPLICAS))
+up: setup ## start the whole local mesh (Ctrl-C stops it); BASE_PORT=18000, REPLICAS=planner=2,..., WITH=tracing
+	$(VENV)/switchboard up --base-port $(BASE_PORT) $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(WITH),--with $(WITH))
+
+setup-tracing: setup ## install Phoenix, the trace receiver of `make up WITH=tracing`, outside .venv
+	@scripts/setup-tracing
 
 down: setup ## stop the mesh started by `make up`
 	$(VENV)/switchboard down --base-port $(BASE_PORT)
