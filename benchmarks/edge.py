@@ -38,10 +38,10 @@ from benchmarks.edge_streams import (
 from benchmarks.figures import pct
 from benchmarks.report import markdown_table, run_line, write_section
 from switchboard.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from switchboard.common.jobref import JobRef
 from switchboard.edge.keys import KeyStore
 from switchboard.launcher import background, stack
 from switchboard.launcher.ports import free_block
-from switchboard.planner import ids
 
 # Hang jobs must outlive the run; the limiter must run but never refuse.
 STACK_ENV = {
@@ -56,7 +56,7 @@ STACK_ENV = {
 async def measure_unary(mesh: Mesh, rows: list[Row], n: int) -> None:
     job_id = await mesh.create("test-streamer", max_tokens=2)
     await mesh.until_state(job_id, jobs_pb2.Job.SUCCEEDED)
-    request = jobs_pb2.GetJobRequest(name=ids.job_name(job_id))
+    request = jobs_pb2.GetJobRequest(name=JobRef(CLIENT, job_id).name)
     async with httpx.AsyncClient(headers=mesh.auth, timeout=30) as http:
 
         def rest(port: int) -> Callable[[], Awaitable[None]]:

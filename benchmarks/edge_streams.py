@@ -18,10 +18,10 @@ from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
+from switchboard.common.jobref import JobRef
 from switchboard.launcher.ports import Ports
 from switchboard.launcher.supervisor import read_state
-from switchboard.planner import ids
-from switchboard.planner.events import EventLog
+from switchboard.planner.stores.events import EventLog
 
 CLIENT = "bench"
 HANG_JOBS = 20
@@ -54,10 +54,10 @@ class Mesh:
         created = await self.planner.CreateJob(
             jobs_pb2.CreateJobRequest(job=job), metadata=self.metadata
         )
-        return ids.job_id_of(created.name)
+        return JobRef.from_name(CLIENT, created.name).id
 
     async def until_state(self, job_id: str, state: jobs_pb2.Job.State.ValueType) -> None:
-        request = jobs_pb2.GetJobRequest(name=ids.job_name(job_id))
+        request = jobs_pb2.GetJobRequest(name=JobRef(CLIENT, job_id).name)
         for _ in range(600):
             if (await self.planner.GetJob(request, metadata=self.metadata)).state == state:
                 return
@@ -105,7 +105,7 @@ async def read_sse(mesh: Mesh, job_id: str, count: int, live: asyncio.Event) -> 
 
 async def read_direct(mesh: Mesh, job_id: str, count: int, live: asyncio.Event) -> Span:
     seen, first = 0, 0.0
-    request = jobs_pb2.WatchJobRequest(name=ids.job_name(job_id))
+    request = jobs_pb2.WatchJobRequest(name=JobRef(CLIENT, job_id).name)
     async for event in mesh.planner.WatchJob(request, metadata=mesh.metadata, timeout=120):
         first = first or time.perf_counter()
         live.set()
@@ -121,12 +121,12 @@ def token(name: str, index: int) -> events_pb2.JobEvent:
 
 async def write_tokens(mesh: Mesh, job_id: str, count: int) -> float:
     """Appends `count` token events to the job's log, 100 at a time; the writer's events/s."""
-    log, wid = EventLog(mesh.valkey), ids.workflow_id(CLIENT, job_id)
-    name = ids.job_name(job_id)
+    log, ref = EventLog(mesh.valkey), JobRef(CLIENT, job_id)
+    name = JobRef(CLIENT, job_id).name
     start = time.perf_counter()
     for first in range(0, count, 100):
         batch = range(first, min(first + 100, count))
-        await asyncio.gather(*(log.append(wid, token(name, i)) for i in batch))
+        await asyncio.gather(*(log.append(ref, token(name, i)) for i in batch))
     return count / (time.perf_counter() - start)
 
 

@@ -35,10 +35,10 @@ from benchmarks.report import markdown_table, run_line, write_section
 from switchboard.api.inference.v1 import inference_pb2 as ipb
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
+from switchboard.common.jobref import JobRef
 from switchboard.launcher import background, stack
 from switchboard.launcher.ports import free_block
-from switchboard.planner import ids
-from switchboard.planner.events import EventLog
+from switchboard.planner.stores.events import EventLog
 
 from .figures import Figures, pct
 
@@ -190,8 +190,8 @@ def produce(valkey_url: str, wid: str, rate: int, seconds: float) -> tuple[int, 
 
 async def _produce(valkey_url: str, wid: str, rate: int, seconds: float) -> tuple[int, float]:
     client = Valkey.from_url(valkey_url)
-    log = EventLog(client)
-    name = ids.job_name(ids.split_workflow_id(wid)[1])
+    log, ref = EventLog(client), JobRef.from_workflow_id(wid)
+    name = ref.name
     sent = 0
     in_flight = asyncio.Semaphore(PRODUCER_CONNECTIONS)
 
@@ -200,7 +200,7 @@ async def _produce(valkey_url: str, wid: str, rate: int, seconds: float) -> tupl
             stamp = timestamp_pb2.Timestamp()
             stamp.FromNanoseconds(time.time_ns())
             token = events_pb2.TokenDelta(text="x", index=index, stage="bench")
-            await log.append(wid, events_pb2.JobEvent(job=name, create_time=stamp, token=token))
+            await log.append(ref, events_pb2.JobEvent(job=name, create_time=stamp, token=token))
 
     start = time.perf_counter()
     try:
@@ -242,7 +242,7 @@ async def measure_events(
 
     follows = [asyncio.create_task(planner.follow(job.name, recorder(d))) for d in delays]
     await asyncio.sleep(1.0)  # every watcher is live before the first event
-    wid = ids.workflow_id(CLIENT, ids.job_id_of(job.name))
+    wid = JobRef.from_name(CLIENT, job.name).workflow_id
     loop = asyncio.get_running_loop()
     sent, elapsed = await loop.run_in_executor(pool, produce, valkey_url, wid, rate, seconds)
     await asyncio.sleep(1.0)  # the last events arrive

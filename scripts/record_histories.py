@@ -33,16 +33,17 @@ from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
+from switchboard.common.jobref import JobRef
 from switchboard.launcher import background
 from switchboard.launcher.ports import free_block
-from switchboard.planner import ids
-from switchboard.planner.activities import Activities
-from switchboard.planner.chat import ChatActivities, ChatSessions
-from switchboard.planner.documents import Documents
-from switchboard.planner.events import EventLog
 from switchboard.planner.process import connect_temporal
-from switchboard.planner.vectors import VectorStore
-from switchboard.planner.worker import build_worker
+from switchboard.planner.stores.chats import ChatSessions
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work.activities import Activities
+from switchboard.planner.work.chat import ChatActivities
+from switchboard.planner.work.documents import Documents
+from switchboard.planner.work.vectors import VectorStore
+from switchboard.planner.work.worker import build_worker
 from tests.planner.fake_inference import FakeInference
 from tests.planner.support import (
     WAIT_S,
@@ -235,7 +236,7 @@ async def record(temporal: str, valkey: str, chroma_url: str, out: Path, names: 
         ):
             for name in names:
                 job = await RUNS[name](planner)
-                wid = ids.workflow_id(planner.client_id, ids.job_id_of(job))
+                wid = JobRef.from_name(planner.client_id, job).workflow_id
                 handle = client.get_workflow_handle(wid)
                 # The webhook activity runs after the terminal event: wait for the end.
                 async with asyncio.timeout(WAIT_S):

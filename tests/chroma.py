@@ -9,7 +9,7 @@ import chromadb
 from chromadb.api import AsyncClientAPI
 from chromadb.config import Settings as ChromaSettings
 
-from switchboard.planner.vectors import release_loop_client
+from switchboard.planner.work.vectors import release_loop_client
 
 
 @asynccontextmanager

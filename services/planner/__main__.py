@@ -1,5 +1,5 @@
-"""Runs the planner's gRPC server (JobService)."""
+"""Runs the planner's gRPC server (JobService); the server itself is `api.server`."""
 
-from switchboard.planner.server import main
+from switchboard.planner.api.server import main
 
 main()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from switchboard.planner.vectors import collection_name
+from switchboard.planner.work.vectors import collection_name
 
 from ..chroma import chroma_client
 from ..document_files import PARAGRAPH_CHUNK_TOKENS, PARAGRAPHS, VIOLINS, pdf, png, three_topics

@@ -12,8 +12,8 @@ import pytest
 from switchboard.edge.config import Settings as EdgeSettings
 from switchboard.edge.server import GRACE_SECONDS as EDGE_GRACE_SECONDS
 from switchboard.inference.config import Settings as InferenceSettings
-from switchboard.planner.config import DEFAULT_TASK_QUEUE, WorkerSettings
-from switchboard.planner.config import Settings as PlannerSettings
+from switchboard.planner.shared.config import DEFAULT_TASK_QUEUE, WorkerSettings
+from switchboard.planner.shared.config import Settings as PlannerSettings
 
 from .manifests import (
     COMPONENTS,

@@ -15,13 +15,16 @@ from valkey.asyncio import Valkey
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
 from switchboard.common.errors import from_rpc_error
+from switchboard.common.jobref import JobRef
 from switchboard.common.settings import Secret
-from switchboard.planner import events, ids, server
-from switchboard.planner.activities import Activities
-from switchboard.planner.chat import ChatActivities, ChatSessions
-from switchboard.planner.config import Settings
-from switchboard.planner.events import EventLog
-from switchboard.planner.worker import build_worker
+from switchboard.planner.api import server
+from switchboard.planner.shared.config import Settings
+from switchboard.planner.stores import events
+from switchboard.planner.stores.chats import ChatSessions
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work.activities import Activities
+from switchboard.planner.work.chat import ChatActivities
+from switchboard.planner.work.worker import build_worker
 
 from ..stack import free_ports
 from .fake_inference import FakeInference
@@ -76,7 +79,7 @@ class Planner:
 
     async def stored(self, name: str) -> list[events_pb2.JobEvent]:
         """The job's log as stored, read straight from Valkey."""
-        key = events.stream_key(ids.workflow_id(self.client_id, ids.job_id_of(name)))
+        key = events.stream_key(JobRef.from_name(self.client_id, name))
         entries = await self.valkey.xrange(key)
         return [events_pb2.JobEvent.FromString(fields[b"e"]) for _, fields in entries]
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from switchboard.common.errors import SwitchboardError
-from switchboard.planner.outage import application_error
+from switchboard.planner.work.outage import application_error
 
 from .support import Planner, create_request, states
 

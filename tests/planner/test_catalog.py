@@ -7,7 +7,7 @@ from google.protobuf import json_format
 
 from switchboard.api.buf.validate import validate_pb2
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
-from switchboard.planner import catalog
+from switchboard.planner.api import catalog
 
 from .support import Planner
 

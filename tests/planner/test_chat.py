@@ -14,8 +14,9 @@ from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import Unavailable
-from switchboard.planner.chat import ChatActivities, ChatSessions
-from switchboard.planner.config import WorkerSettings
+from switchboard.planner.shared.config import WorkerSettings
+from switchboard.planner.stores.chats import ChatSessions
+from switchboard.planner.work.chat import ChatActivities
 
 from ..stack import free_ports
 

@@ -22,8 +22,8 @@ from temporalio.worker import Replayer
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
-from switchboard.planner import ids
-from switchboard.planner.workflows import JobWorkflow
+from switchboard.common.jobref import JobRef
+from switchboard.planner.flows.workflow import JobWorkflow
 
 from .fake_inference import FakeInference
 from .support import Planner, eventually, reason, serving, states
@@ -179,7 +179,7 @@ async def test_a_chat_jobs_history_replays_deterministically(
     """The chat steps issue the same commands when replayed (no clock, no randomness, no I/O
     in workflow code)."""
     job = await _run(planner, _chat("replayed", "hello there", system="Be brief."))
-    wid = ids.workflow_id(planner.client_id, ids.job_id_of(job.name))
+    wid = JobRef.from_name(planner.client_id, job.name).workflow_id
     history = await temporal_client.get_workflow_handle(wid).fetch_history()
 
     replayer = Replayer(workflows=[JobWorkflow], interceptors=[TracingInterceptor()])

@@ -7,7 +7,7 @@ import pytest
 
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
 from switchboard.common.errors import SwitchboardError
-from switchboard.planner.servicer import check_pipeline
+from switchboard.planner.api.servicer import check_pipeline
 
 
 def ingest(tokens: int, overlap: int | None) -> jobs_pb2.Job:

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from switchboard.planner import chunking
-from switchboard.planner.chunking import chunk, count_tokens
+from switchboard.planner.work import chunking
+from switchboard.planner.work.chunking import chunk, count_tokens
 
 VOLCANO = "Volcanoes vent magma from the mantle and build mountains of cooled lava. "
 VIOLIN = "The violin has four strings tuned in fifths and is played with a bow. "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.planner.config import Settings, WorkerSettings
+from switchboard.planner.shared.config import Settings, WorkerSettings
 
 
 def test_planner_defaults_and_overrides() -> None:

@@ -28,13 +28,13 @@ from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
+from switchboard.common.jobref import JobRef
 from switchboard.common.settings import Secret
-from switchboard.planner import ids
-from switchboard.planner.activities import Activities
-from switchboard.planner.config import WebhookSettings
-from switchboard.planner.delivery import Webhooks
-from switchboard.planner.events import EventLog
-from switchboard.planner.worker import build_worker
+from switchboard.planner.shared.config import WebhookSettings
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work.activities import Activities
+from switchboard.planner.work.delivery import Webhooks
+from switchboard.planner.work.worker import build_worker
 
 from .fake_inference import FakeInference
 from .receivers import Reply, receiving
@@ -175,7 +175,7 @@ class Stack:
         request = create_request("echo", "hi there")
         request.job.webhook_url = webhook_url
         created = await self.planner.stub.CreateJob(request, metadata=self.planner.md())
-        wid = ids.workflow_id(self.planner.client_id, ids.job_id_of(created.name))
+        wid = JobRef.from_name(self.planner.client_id, created.name).workflow_id
         async with asyncio.timeout(WAIT_S):
             await self.client.get_workflow_handle(wid).result()
         return await self.planner.get(created.name), await self.planner.watch(created.name)
@@ -275,7 +275,7 @@ async def test_a_forbidden_destination_is_refused_at_the_first_attempt(
     async with webhook_stack(temporal_client, valkey_client, inference, 50) as stack:
         # 127.0.0.1 is allow-listed; this spelling of it is not (it was retried 50 times).
         job, seen = await stack.run("http://0177.0.0.1:9/hook")
-        wid = ids.workflow_id(stack.planner.client_id, ids.job_id_of(job.name))
+        wid = JobRef.from_name(stack.planner.client_id, job.name).workflow_id
         history = await stack.client.get_workflow_handle(wid).fetch_history()
 
     assert job.state == Job.SUCCEEDED  # a failed delivery leaves the job's state alone
@@ -361,7 +361,7 @@ async def test_the_ended_job_shows_its_delivery_pending_meanwhile(
         await eventually(asked)
         meanwhile = await stack.planner.get(created.name)
         seen = await stack.planner.watch(created.name)  # a live watch ends at the end
-        wid = ids.workflow_id(stack.planner.client_id, ids.job_id_of(created.name))
+        wid = JobRef.from_name(stack.planner.client_id, created.name).workflow_id
         async with asyncio.timeout(WAIT_S):
             await stack.client.get_workflow_handle(wid).result()
         after = await stack.planner.get(created.name)

@@ -18,12 +18,12 @@ from valkey.asyncio import Valkey
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
 from switchboard.common.errors import SwitchboardError
-from switchboard.planner.activities import Activities
-from switchboard.planner.documentflow import answer_prompt, citations
-from switchboard.planner.documents import Documents
-from switchboard.planner.events import EventLog
-from switchboard.planner.vectors import VectorStore, collection_name
-from switchboard.planner.worker import build_worker
+from switchboard.planner.flows.documentflow import answer_prompt, citations
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work.activities import Activities
+from switchboard.planner.work.documents import Documents
+from switchboard.planner.work.vectors import VectorStore, collection_name
+from switchboard.planner.work.worker import build_worker
 
 from ..chroma import chroma_client
 from ..document_files import (

@@ -17,11 +17,12 @@ from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
-from switchboard.planner import events, ids
-from switchboard.planner.documentflow import ChunkTask, IndexTask, SearchTask
-from switchboard.planner.documents import EMBED_BATCH, Documents
-from switchboard.planner.events import EventLog
-from switchboard.planner.vectors import VectorStore
+from switchboard.common.jobref import JobRef
+from switchboard.planner.shared.tasks import ChunkTask, IndexTask, SearchTask
+from switchboard.planner.stores import events
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work.documents import EMBED_BATCH, Documents
+from switchboard.planner.work.vectors import VectorStore
 
 from ..document_files import PARAGRAPHS, pdf, png, three_topics, words
 from ..stack import free_ports
@@ -45,7 +46,7 @@ class Run:
         return self.env.info.workflow_id or ""
 
     async def logged(self) -> list[events_pb2.JobEvent]:
-        entries = await self.valkey.xrange(events.stream_key(self.wid))
+        entries = await self.valkey.xrange(events.stream_key(JobRef.from_workflow_id(self.wid)))
         return [events_pb2.JobEvent.FromString(fields[b"e"]) for _, fields in entries]
 
 
@@ -56,7 +57,7 @@ async def run(infra: Infra, valkey_client: Valkey, real_inference: str) -> Async
     env = ActivityEnvironment()
     client_id = f"client-{uuid.uuid4().hex[:8]}"
     job_id = f"j-{uuid.uuid4().hex[:20]}"
-    env.info = dataclasses.replace(env.info, workflow_id=ids.workflow_id(client_id, job_id))
+    env.info = dataclasses.replace(env.info, workflow_id=JobRef(client_id, job_id).workflow_id)
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
     try:
         documents = Documents(stub, EventLog(valkey_client), vectors)
@@ -164,7 +165,7 @@ async def test_indexed_chunks_are_found_by_meaning(run: Run) -> None:
     assert found.hits[0].id == "guide:1"
     best = found.hits[0]
     assert (best.text, best.document_id, best.chunk_index) == (PARAGRAPHS[1], "guide", 1)
-    assert dict(best.metadata) == {"source": "test", "job": ids.job_name(run.wid.split("/")[1])}
+    assert dict(best.metadata) == {"source": "test", "job": JobRef.from_workflow_id(run.wid).name}
     assert best.distance < found.hits[1].distance
 
 

@@ -2,7 +2,7 @@
 heartbeat times out, Temporal retries the activity on another worker, and the job succeeds
 with a complete token sequence for the final attempt and exactly one terminal event.
 
-The workers are real `python -m switchboard.planner.worker` processes, so the death is real;
+The workers are real `python -m switchboard.planner.work.worker` processes, so the death is real;
 the inference service is the tests' fake with a paced model, defined here.
 """
 
@@ -21,7 +21,7 @@ from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
-from switchboard.planner.events import TERMINAL_STATES
+from switchboard.common.jobstates import TERMINAL_STATE_NAMES as TERMINAL_STATES
 
 from .conftest import Infra
 from .fake_inference import FakeInference

@@ -11,9 +11,10 @@ import pytest
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2
-from switchboard.planner import events
-from switchboard.planner.errors import EventLogUnavailable, InvalidCursor
-from switchboard.planner.events import EventLog
+from switchboard.common.jobref import JobRef
+from switchboard.planner.shared.errors import EventLogUnavailable, InvalidCursor
+from switchboard.planner.stores import events
+from switchboard.planner.stores.events import EventLog
 
 from .conftest import Infra
 from .support import Planner
@@ -21,17 +22,17 @@ from .support import Planner
 WAIT_S = 10.0
 
 
-def _wid() -> str:
-    return f"client-a/j-{uuid.uuid4().hex[:12]}"
+def _wid() -> JobRef:
+    return JobRef("client-a", f"j-{uuid.uuid4().hex[:12]}")
 
 
-def _state(wid: str, state: str) -> events_pb2.JobEvent:
-    job = "jobs/" + wid.rsplit("/", 1)[1]
+def _state(wid: JobRef, state: str) -> events_pb2.JobEvent:
+    job = "jobs/" + wid.id
     return events_pb2.JobEvent(job=job, state_changed=events_pb2.StateChanged(state=state))
 
 
-def _token(wid: str, index: int) -> events_pb2.JobEvent:
-    job = "jobs/" + wid.rsplit("/", 1)[1]
+def _token(wid: JobRef, index: int) -> events_pb2.JobEvent:
+    job = "jobs/" + wid.id
     return events_pb2.JobEvent(job=job, token=events_pb2.TokenDelta(text=f"t{index}", index=index))
 
 
@@ -40,7 +41,7 @@ async def _all(watch: AsyncIterator[events_pb2.JobEvent]) -> list[events_pb2.Job
         return [event async for event in watch]
 
 
-async def _lifecycle(log: EventLog, wid: str, token_count: int = 2) -> list[str]:
+async def _lifecycle(log: EventLog, wid: JobRef, token_count: int = 2) -> list[str]:
     cursors = [await log.append_state(wid, _state(wid, "QUEUED"))]
     cursors.append(await log.append_state(wid, _state(wid, "RUNNING")))
     for index in range(token_count):
@@ -60,7 +61,7 @@ async def test_events_round_trip_with_cursors_and_end_after_terminal(valkey_clie
     assert [e.WhichOneof("payload") for e in seen] == [
         "state_changed", "state_changed", "token", "token", "state_changed",
     ]  # fmt: skip
-    assert all(e.job == "jobs/" + wid.rsplit("/", 1)[1] for e in seen)
+    assert all(e.job == "jobs/" + wid.id for e in seen)
     assert seen[3].token.text == "t1"
 
 
@@ -337,7 +338,7 @@ async def test_a_reader_that_cannot_reconnect_in_time_fails_every_watcher_as_una
 
 
 async def _watching(
-    log: EventLog, wid: str, client: Valkey, count: int
+    log: EventLog, wid: JobRef, client: Valkey, count: int
 ) -> list[AsyncGenerator[events_pb2.JobEvent, None]]:
     """`count` watches of a QUEUED job, each past that first event, once the one reader
     they share blocks in XREAD."""

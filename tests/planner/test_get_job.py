@@ -13,11 +13,12 @@ import grpc
 import pytest
 
 from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.common.jobref import JobRef
 from switchboard.common.settings import Secret
-from switchboard.planner.chat import ChatSessions
-from switchboard.planner.events import EventLog
-from switchboard.planner.servicer import JobServicer
-from switchboard.planner.store import JobStore
+from switchboard.planner.api.servicer import JobServicer
+from switchboard.planner.api.store import JobStore
+from switchboard.planner.stores.chats import ChatSessions
+from switchboard.planner.stores.events import EventLog
 
 Job = jobs_pb2.Job
 TOKEN = "internal-test-token"
@@ -30,17 +31,17 @@ class LaggingStore:
         self.lag = lag
         self.reads = 0
 
-    async def get(self, client_id: str, job_id: str) -> Job:
+    async def get(self, ref: JobRef) -> Job:
         self.reads += 1
         state = Job.RUNNING if self.reads <= self.lag else Job.SUCCEEDED
-        return Job(name=f"jobs/{job_id}", state=state, client=client_id)
+        return Job(name=ref.name, state=state, client=ref.client)
 
 
 class Log:
     def __init__(self, terminal: str | None) -> None:
         self.terminal = terminal
 
-    async def terminal_cursor(self, wid: str) -> str | None:
+    async def terminal_cursor(self, job: JobRef) -> str | None:
         return self.terminal
 
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from switchboard.api.jobs.v1 import pipelines_pb2
-from switchboard.planner import graphs
-from switchboard.planner.graphs import InvalidStageGraph
+from switchboard.planner.shared import graphs
+from switchboard.planner.shared.errors import InvalidStageGraph
 
 Stage = pipelines_pb2.Stage
 

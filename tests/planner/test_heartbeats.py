@@ -15,7 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 
-from switchboard.planner.heartbeats import HeartbeatInterceptor
+from switchboard.planner.work.heartbeats import HeartbeatInterceptor
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,8 +12,11 @@ import pytest
 from temporalio.client import Client
 
 from switchboard.api.jobs.v1 import jobs_pb2
-from switchboard.planner import ids, store
-from switchboard.planner.workflows import MEMO_JOB, JobWorkflow
+from switchboard.common.jobref import JobRef
+from switchboard.planner.api import store
+from switchboard.planner.flows.workflow import JobWorkflow
+from switchboard.planner.shared import ids
+from switchboard.planner.shared.tasks import MEMO_JOB
 
 from .support import Planner, create_request, reason, states
 
@@ -61,7 +64,7 @@ async def test_fifty_concurrent_creates_with_one_idempotency_key_make_one_job(
     replies = await asyncio.gather(
         *(planner.stub.CreateJob(_keyed(key), metadata=planner.md()) for _ in range(50))
     )
-    name = ids.job_name(ids.idempotent_job_id(key))
+    name = JobRef(planner.client_id, ids.idempotent_job_id(key)).name
     assert {r.name for r in replies} == {name}
     assert len({r.create_time.ToNanoseconds() for r in replies}) == 1
     assert states(await planner.watch(name)) == ["QUEUED", "RUNNING", "SUCCEEDED"]
@@ -99,7 +102,9 @@ async def test_requests_compare_by_the_stored_fingerprint_not_the_job_memo(
     key = f"doc-{uuid.uuid4()}"
     request = _keyed(key, "a long document " * 50)
     job_id = ids.idempotent_job_id(key)
-    job = Job(name=ids.job_name(job_id), state=Job.QUEUED, client=planner.client_id)
+    job = Job(
+        name=JobRef(planner.client_id, job_id).name, state=Job.QUEUED, client=planner.client_id
+    )
     job.MergeFrom(request.job)
     reduced = Job()
     reduced.CopyFrom(job)
@@ -107,7 +112,7 @@ async def test_requests_compare_by_the_stored_fingerprint_not_the_job_memo(
     await temporal_client.start_workflow(
         JobWorkflow.run,
         job,
-        id=ids.workflow_id(planner.client_id, job_id),
+        id=JobRef(planner.client_id, job_id).workflow_id,
         task_queue=f"nobody-{uuid.uuid4().hex}",  # never runs: only its memo matters here
         memo={MEMO_JOB: reduced, store.MEMO_REQUEST: store.fingerprint(job)},
     )
@@ -118,7 +123,7 @@ async def test_requests_compare_by_the_stored_fingerprint_not_the_job_memo(
     error = await _fails(planner.stub.CreateJob(mismatch, metadata=planner.md()))
     assert reason(error) == "IDEMPOTENCY_KEY_REUSED"
     await temporal_client.get_workflow_handle(
-        ids.workflow_id(planner.client_id, job_id)
+        JobRef(planner.client_id, job_id).workflow_id
     ).terminate()
 
 
@@ -129,9 +134,11 @@ async def test_a_job_started_without_a_fingerprint_compares_by_its_memo(
     """Workflows started before fingerprints were stored still answer a repeated create."""
     job_id = f"old-{uuid.uuid4().hex[:8]}"
     request = create_request("echo", "from before", job_id=job_id)
-    job = Job(name=ids.job_name(job_id), state=Job.QUEUED, client=planner.client_id)
+    job = Job(
+        name=JobRef(planner.client_id, job_id).name, state=Job.QUEUED, client=planner.client_id
+    )
     job.MergeFrom(request.job)
-    wid = ids.workflow_id(planner.client_id, job_id)
+    wid = JobRef(planner.client_id, job_id).workflow_id
     await temporal_client.start_workflow(
         JobWorkflow.run, job, id=wid, task_queue=f"nobody-{uuid.uuid4().hex}", memo={MEMO_JOB: job}
     )

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from switchboard.planner import ids
-from switchboard.planner.errors import ClientIdInvalid
+from switchboard.common.jobref import JobRef
+from switchboard.planner.shared import ids
+from switchboard.planner.shared.errors import ClientIdInvalid
 
 JOB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")  # from CreateJobRequest.job_id
 
@@ -19,8 +20,8 @@ def test_generated_ids_match_the_api_pattern_and_differ() -> None:
 
 
 def test_workflow_id_splits_back() -> None:
-    wid = ids.workflow_id("team.a@corp", "j-1")
-    assert ids.split_workflow_id(wid) == ("team.a@corp", "j-1")
+    wid = JobRef("team.a@corp", "j-1").workflow_id
+    assert JobRef.from_workflow_id(wid) == JobRef("team.a@corp", "j-1")
 
 
 @pytest.mark.parametrize("client_id", ["", "a/b", "a'b", 'a"b', "a b", "x" * 200])

@@ -3,7 +3,7 @@ proven against the real Temporal server (the dev server on its SQLite file, SIGK
 started again on the same port and file, as the supervisor does).
 
 How the completion is lost, for certain: Temporal dies in the middle of a generation; the
-worker (a real `python -m switchboard.planner.worker` process) goes on generating, records
+worker (a real `python -m switchboard.planner.work.worker` process) goes on generating, records
 the result in Valkey (`records.record_key`) and returns. The SDK's core then sends the
 completion (RespondActivityTaskCompleted) with the client's retry policy, at most 10 s and
 10 retries (`temporalio.service.RetryConfig`), and on failure logs "Network error while
@@ -29,9 +29,11 @@ from temporalio.client import Client
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import jobs_pb2
-from switchboard.planner import ids, process, records
-from switchboard.planner.events import TERMINAL_STATES
-from switchboard.planner.workflows import GENERATE
+from switchboard.common.jobref import JobRef
+from switchboard.common.jobstates import TERMINAL_STATE_NAMES as TERMINAL_STATES
+from switchboard.planner import process
+from switchboard.planner.shared.tasks import GENERATE
+from switchboard.planner.work import records
 
 from . import restartable
 from .conftest import Infra
@@ -68,8 +70,8 @@ async def test_a_completion_lost_in_a_temporal_outage_is_not_generated_again(
             log = tmp_path / "worker.log"
             worker = await start_worker(temporal.address, infra.valkey, address, queue, log)
             job = await planner.create(model=PACED, prompt=prompt)
-            job_id = ids.job_id_of(job.name)
-            wid = ids.workflow_id(planner.client_id, job_id)
+            ref = JobRef.from_name(planner.client_id, job.name)
+            job_id, wid = ref.id, ref.workflow_id
 
             async def some_tokens() -> bool:
                 stored = await planner.stored(job.name)
@@ -80,7 +82,7 @@ async def test_a_completion_lost_in_a_temporal_outage_is_not_generated_again(
 
             # The activity finished: its result is recorded, its completion goes nowhere.
             async def recorded() -> bool:
-                return bool(await valkey_client.exists(records.record_key(wid, "")))
+                return bool(await valkey_client.exists(records.record_key(ref, "")))
 
             await eventually(recorded)
             await _until_logged(worker, COMPLETION_DROPPED, within_s=COMPLETION_DROPPED_S)

@@ -19,10 +19,13 @@ from valkey.asyncio import Valkey
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.api.planner.v1 import tasks_pb2
-from switchboard.planner import events, outage, process
-from switchboard.planner.activities import Activities
-from switchboard.planner.events import EventLog
-from switchboard.planner.outage import RetrySchedule
+from switchboard.common.jobref import JobRef
+from switchboard.planner import process
+from switchboard.planner.shared.config import RetrySchedule
+from switchboard.planner.stores import events
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work import outage
+from switchboard.planner.work.activities import Activities
 
 from . import restartable
 from .fake_inference import FakeInference
@@ -106,7 +109,7 @@ def _task(prompt: str) -> tasks_pb2.GenerationTask:
 
 
 async def _stored(client: Valkey, wid: str) -> list[events_pb2.JobEvent]:
-    entries = await client.xrange(events.stream_key(wid))
+    entries = await client.xrange(events.stream_key(JobRef.from_workflow_id(wid)))
     return [events_pb2.JobEvent.FromString(fields[b"e"]) for _, fields in entries]
 
 
@@ -133,7 +136,7 @@ async def test_a_retry_after_a_lost_completion_returns_the_recorded_generation(
     assert len(servicer.starts) == 2
 
 
-def _log(wid: str, message: str) -> events_pb2.JobEvent:
+def _log(wid: JobRef, message: str) -> events_pb2.JobEvent:
     return events.job_event(wid, log=events_pb2.Log(level=events_pb2.Log.WARNING, message=message))
 
 
@@ -144,7 +147,7 @@ async def test_log_events_kept_while_valkey_is_down_are_stored_once_it_is_back(
 ) -> None:
     client = process.valkey_client(f"valkey://{own_valkey.address}/0")
     try:
-        log, wid = EventLog(client), f"client-o/j-{uuid.uuid4().hex[:12]}"
+        log, wid = EventLog(client), JobRef("client-o", f"j-{uuid.uuid4().hex[:12]}")
         await log.append(wid, _log(wid, "before"))
         own_valkey.kill()
         assert not await log.append_log(wid, _log(wid, "attempt 1 failed"))
@@ -155,7 +158,7 @@ async def test_log_events_kept_while_valkey_is_down_are_stored_once_it_is_back(
         # The job's next event goes out after the kept ones, each stored once.
         await log.append(wid, _log(wid, "after"))
         await log.append(wid, _log(wid, "later"))
-        stored = [e.log.message for e in await _stored(client, wid)]
+        stored = [e.log.message for e in await _stored(client, wid.workflow_id)]
         assert stored == ["before", "attempt 1 failed", "attempt 2 failed", "after", "later"]
         assert log.kept(wid) == 0
     finally:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchboard.planner import paging
-from switchboard.planner.errors import InvalidPageToken
+from switchboard.planner.api import paging
+from switchboard.planner.shared.errors import InvalidPageToken
 
 
 def test_page_token_round_trips_for_its_client() -> None:

@@ -16,8 +16,10 @@ from temporalio.client import Client
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
-from switchboard.planner import events, ids, process
-from switchboard.planner.events import TERMINAL_STATES
+from switchboard.common.jobref import JobRef
+from switchboard.common.jobstates import TERMINAL_STATE_NAMES as TERMINAL_STATES
+from switchboard.planner import process
+from switchboard.planner.stores import events
 
 from . import restartable
 from .conftest import Infra
@@ -34,7 +36,7 @@ def _real(seen: list[events_pb2.JobEvent]) -> list[events_pb2.JobEvent]:
 
 
 async def _stored(planner: Planner, name: str) -> list[events_pb2.JobEvent]:
-    key = events.stream_key(ids.workflow_id(planner.client_id, ids.job_id_of(name)))
+    key = events.stream_key(JobRef.from_name(planner.client_id, name))
     entries = await planner.valkey.xrange(key)
     found = []
     for entry_id, fields in entries:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
-from switchboard.planner.redact import stored_view
+from switchboard.planner.shared.redact import stored_view
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from switchboard.planner.workflows import WORKFLOW, JobWorkflow
+from switchboard.planner.flows.workflow import JobWorkflow
+from switchboard.planner.shared.tasks import WORKFLOW
 
 with workflow.unsafe.imports_passed_through():
     from switchboard.api.jobs.v1 import jobs_pb2

@@ -10,9 +10,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
 from switchboard.api.jobs.v1.events_pb2 import JobEvent
-from switchboard.planner import events, ids
-from switchboard.planner.errors import PipelineInputMismatch
-from switchboard.planner.servicer import check_pipeline
+from switchboard.common.jobref import JobRef
+from switchboard.planner.api.servicer import check_pipeline
+from switchboard.planner.shared.errors import PipelineInputMismatch
+from switchboard.planner.stores import events
 
 from .support import INTERNAL_TOKEN, Planner, create_request, eventually, reason, states
 
@@ -181,14 +182,15 @@ async def test_watch_of_a_finished_job_whose_log_expired_gets_its_end(
 ) -> None:
     job = await planner.create(prompt="a b c")
     await planner.watch(job.name)
-    wid = ids.workflow_id(planner.client_id, ids.job_id_of(job.name))
+    wid = JobRef.from_name(planner.client_id, job.name).workflow_id
 
     async def closed() -> bool:
         described = await temporal_client.get_workflow_handle(wid).describe()
         return described.status == WorkflowExecutionStatus.COMPLETED
 
     await eventually(closed)  # the workflow closes just after its terminal event is logged
-    await planner.valkey.delete(events.stream_key(wid), f"sb:{{{wid}}}:states")
+    ref = JobRef.from_workflow_id(wid)
+    await planner.valkey.delete(events.stream_key(ref), f"sb:{{{wid}}}:states")
 
     seen = await planner.watch(job.name)
 

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from switchboard.common.errors import SwitchboardError
-from switchboard.planner.config import WorkerSettings
-from switchboard.planner.vectors import VectorStore, collection_name
+from switchboard.planner.shared.config import WorkerSettings
+from switchboard.planner.work.vectors import VectorStore, collection_name
 
 from ..chroma import chroma_client
 from ..stack import free_ports

@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.settings import Secret
-from switchboard.planner import webhooks
-from switchboard.planner.config import WebhookSettings, WorkerSettings
+from switchboard.planner.shared import errors
+from switchboard.planner.shared.config import WebhookSettings, WorkerSettings
+from switchboard.planner.work import webhooks
 
 from .receivers import receiving
 
@@ -102,7 +103,7 @@ FORBIDDEN = [
 @pytest.mark.asyncio
 @pytest.mark.parametrize("url", FORBIDDEN)
 async def test_private_and_odd_destinations_are_forbidden(url: str) -> None:
-    with pytest.raises(webhooks.WebhookDestinationForbidden) as caught:
+    with pytest.raises(errors.WebhookDestinationForbidden) as caught:
         await webhooks.check_destination(url, allow=())
     assert caught.value.reason == "WEBHOOK_DESTINATION_FORBIDDEN"
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -125,7 +126,7 @@ async def test_private_and_odd_destinations_are_forbidden(url: str) -> None:
 async def test_odd_spellings_of_an_allowed_address_are_refused_without_dns(url: str) -> None:
     """The local mesh allows 127.0.0.1: only that spelling of it passes. (An odd spelling was
     retried for minutes before: the guard let it through, then the request could not be made.)"""
-    with pytest.raises(webhooks.WebhookDestinationForbidden):
+    with pytest.raises(errors.WebhookDestinationForbidden):
         await webhooks.check_destination(url, allow=("127.0.0.1", "localhost"), resolve=_no_dns)
 
 
@@ -246,7 +247,7 @@ def test_every_spelling_of_a_forbidden_address_is_refused_without_dns(
     allowed = urlsplit(url).hostname == str(address) and str(address) in _DEV_ALLOW
     try:
         asyncio.run(webhooks.check_destination(url, allow=_DEV_ALLOW, resolve=_no_dns))
-    except webhooks.WebhookDestinationForbidden:
+    except errors.WebhookDestinationForbidden:
         refused = True
     else:
         refused = False
@@ -261,7 +262,7 @@ def test_the_guard_reads_an_address_host_as_getaddrinfo_does(host: str) -> None:
     read = ipaddress.IPv4Address(socket.inet_aton(host))
     try:
         found = webhooks.literal_address(host)
-    except webhooks.WebhookDestinationForbidden:
+    except errors.WebhookDestinationForbidden:
         assert host != str(read)
     else:
         assert (host, found) == (str(read), read)
@@ -280,7 +281,7 @@ def test_usual_spellings_of_public_addresses_are_kept() -> None:
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 413, 415, 422, 451, 301, 308])
 def test_answers_a_retry_cannot_change_are_final(status: int) -> None:
     error = webhooks.Answer(status).error()
-    assert isinstance(error, webhooks.WebhookReceiverRefused)
+    assert isinstance(error, errors.WebhookReceiverRefused)
     assert error.reason == "WEBHOOK_RECEIVER_REFUSED"
     assert error.metadata == {"http_status": str(status)}
 
@@ -288,7 +289,7 @@ def test_answers_a_retry_cannot_change_are_final(status: int) -> None:
 @pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 502, 503, 504, 302, 303, 307])
 def test_answers_a_retry_may_change_are_retried(status: int) -> None:
     error = webhooks.Answer(status).error()
-    assert isinstance(error, webhooks.WebhookDeliveryFailed)
+    assert isinstance(error, errors.WebhookDeliveryFailed)
     assert (error.reason, error.code) == ("WEBHOOK_DELIVERY_FAILED", grpc.StatusCode.UNAVAILABLE)
 
 
@@ -352,9 +353,9 @@ def test_worker_reads_webhook_settings_without_showing_secrets() -> None:
 
 
 def test_errors_are_switchboard_errors() -> None:
-    assert issubclass(webhooks.WebhookSecretMissing, SwitchboardError)
-    assert webhooks.WebhookSecretMissing("x").reason == "WEBHOOK_SECRET_MISSING"
-    assert webhooks.WebhookReceiverRefused("x").code == grpc.StatusCode.FAILED_PRECONDITION
+    assert issubclass(errors.WebhookSecretMissing, SwitchboardError)
+    assert errors.WebhookSecretMissing("x").reason == "WEBHOOK_SECRET_MISSING"
+    assert errors.WebhookReceiverRefused("x").code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 # --- DNS pinning: the request goes to the addresses the guard checked -----------------------
@@ -424,7 +425,7 @@ async def test_the_next_checked_address_is_tried_when_one_refuses() -> None:
 @pytest.mark.asyncio
 async def test_one_forbidden_address_among_public_ones_forbids_the_host() -> None:
     resolver = Resolver([["93.184.216.34", "10.0.0.7"]])
-    with pytest.raises(webhooks.WebhookDestinationForbidden) as caught:
+    with pytest.raises(errors.WebhookDestinationForbidden) as caught:
         await webhooks.check_destination("https://hooks.example/", allow=(), resolve=resolver)
     assert caught.value.metadata["addresses"] == "10.0.0.7"
 

@@ -17,17 +17,19 @@ from typing import Any, cast
 import grpc
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
-from switchboard.common import telemetry
-from switchboard.common.errors import AlreadyExists, InvalidArgument, SwitchboardError
+from switchboard.common import jobstates, telemetry
+from switchboard.common.errors import InvalidArgument, SwitchboardError
+from switchboard.common.jobref import JobRef
+from switchboard.common.jobstates import TERMINAL_STATES
 from switchboard.common.settings import Secret
 from switchboard.common.validation import validate
 
-from . import catalog, graphs, ids, paging
-from .chat import ChatSessionNotFound, ChatSessions
-from .documentflow import chunk_sizes
-from .errors import (
+from ..shared import graphs, ids
+from ..shared.errors import (
+    ChatSessionNotFound,
     ClientIdInvalid,
     ClientIdMissing,
+    IdempotencyKeyReused,
     JobAlreadyExists,
     JobCancelled,
     JobFailed,
@@ -35,8 +37,11 @@ from .errors import (
     JobNotFound,
     PipelineInputMismatch,
 )
-from .events import EventLog, now, parse_cursor
-from .store import TERMINAL, JobStore, fingerprint
+from ..shared.tasks import chunk_sizes
+from ..stores.chats import ChatSessions
+from ..stores.events import EventLog, now, parse_cursor
+from . import catalog, paging
+from .store import JobStore, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +52,6 @@ DEFAULT_PAGE_SIZE = 20
 # ms normally: the workflow records the append, then updates its state).
 SETTLE_SECONDS = 2.0
 SETTLE_POLL_SECONDS = 0.02
-
-
-class IdempotencyKeyReused(AlreadyExists):
-    reason = "IDEMPOTENCY_KEY_REUSED"
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -73,40 +74,40 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         client_id = caller(context, self._trusted)
         validate(request)
         check_pipeline(request.job)
-        job = _new_job(client_id, _job_id(request), request.job)
-        job_id = ids.job_id_of(job.name)
-        telemetry.job_id_var.set(job_id)
-        existing = await self._existing(client_id, job, request)
+        ref = JobRef(client_id, _job_id(request))
+        job = _new_job(ref, request.job)
+        telemetry.job_id_var.set(ref.id)
+        existing = await self._existing(ref, job, request)
         if existing is not None:
             return existing
         # QUEUED is logged before the workflow exists, so it is always the log's first event.
-        await self._events.append_state(ids.workflow_id(client_id, job_id), _queued(job))
-        if await self._store.start(job):
+        await self._events.append_state(ref, _queued(job))
+        if await self._store.start(ref, job):
             log.info("job created", extra={"fields": {"pipeline": job.pipeline}})
             return job
-        existing = await self._existing(client_id, job, request)  # a concurrent create won
+        existing = await self._existing(ref, job, request)  # a concurrent create won
         if existing is None:
-            raise _reused(request, job_id, "was used before")
+            raise _reused(request, ref.id, "was used before")
         return existing
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> Job:
-        client_id, job_id = self._target(request, context)
-        job = await self._store.get(client_id, job_id)
-        if job.state in TERMINAL:
+        ref = self._target(request, context)
+        job = await self._store.get(ref)
+        if job.state in TERMINAL_STATES:
             return job
         # The workflow logs its terminal event before its state shows it, so a client that
         # saw the end in the event stream (an SSE follower, the edge's `Prefer: wait`) must
         # not read an older state here: once the log holds the end, wait for the state too.
-        if await self._events.terminal_cursor(ids.workflow_id(client_id, job_id)) is None:
+        if await self._events.terminal_cursor(ref) is None:
             return job
-        return await self._settled(client_id, job_id, job)
+        return await self._settled(ref, job)
 
-    async def _settled(self, client_id: str, job_id: str, job: Job) -> Job:
+    async def _settled(self, ref: JobRef, job: Job) -> Job:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_SECONDS
-        while job.state not in TERMINAL and loop.time() < deadline:
+        while job.state not in TERMINAL_STATES and loop.time() < deadline:
             await asyncio.sleep(SETTLE_POLL_SECONDS)
-            job = await self._store.get(client_id, job_id)
+            job = await self._store.get(ref)
         return job
 
     async def ListJobs(
@@ -123,14 +124,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         )
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: Context) -> Job:
-        client_id, job_id = self._target(request, context)
-        return await self._store.cancel(client_id, job_id)
+        return await self._store.cancel(self._target(request, context))
 
     async def GetJobResult(
         self, request: jobs_pb2.GetJobResultRequest, context: Context
     ) -> pipelines_pb2.JobResult:
-        client_id, job_id = self._target(request, context)
-        job = await self._store.get(client_id, job_id)
+        job = await self._store.get(self._target(request, context))
         if job.state == Job.SUCCEEDED:
             return job.result
         if job.state == Job.FAILED:
@@ -145,18 +144,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def WatchJob(
         self, request: jobs_pb2.WatchJobRequest, context: Context
     ) -> AsyncIterator[events_pb2.JobEvent]:
-        client_id, job_id = self._target(request, context)
+        ref = self._target(request, context)
         parse_cursor(request.after_cursor)  # a malformed cursor fails before any lookup
-        job, closed = await self._store.describe(client_id, job_id)
-        wid = ids.workflow_id(client_id, job_id)
-        end = await self._events.terminal_cursor(wid)
+        job, closed = await self._store.describe(ref)
+        end = await self._events.terminal_cursor(ref)
         # A caller past the end (an SSE client reconnecting) gets what was logged after the
         # terminal event (the webhook's outcome), if anything, and the watch ends.
         if end is None and closed:
             # The log expired, or the workflow was stopped from outside: only the end is known.
             yield _final(job)
             return
-        async for event in self._events.watch(wid, request.after_cursor):
+        async for event in self._events.watch(ref, request.after_cursor):
             yield event
 
     async def ListPipelines(
@@ -178,27 +176,27 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             )
         return jobs_pb2.ChatSession(name=request.name, turns=turns)
 
-    def _target(self, request: Any, context: Context) -> tuple[str, str]:
-        """(client_id, job_id) of a request naming one job; validates it on the way."""
+    def _target(self, request: Any, context: Context) -> JobRef:
+        """The job a request names (the caller's client and the name's id), where the job
+        enters this process; validates the request on the way."""
         client_id = caller(context, self._trusted)
         validate(request)
-        job_id = ids.job_id_of(request.name)
-        telemetry.job_id_var.set(job_id)
-        return client_id, job_id
+        ref = JobRef.from_name(client_id, request.name)
+        telemetry.job_id_var.set(ref.id)
+        return ref
 
     async def _existing(
-        self, client_id: str, job: Job, request: jobs_pb2.CreateJobRequest
+        self, ref: JobRef, job: Job, request: jobs_pb2.CreateJobRequest
     ) -> Job | None:
         """The job already under this id: returned for an identical request (by fingerprint),
         else a conflict."""
-        job_id = ids.job_id_of(job.name)
         try:
-            recorded = await self._store.fingerprint(client_id, job_id)
+            recorded = await self._store.fingerprint(ref)
         except JobNotFound:
             return None
         if recorded != fingerprint(job):
-            raise _reused(request, job_id, "was used with a different request")
-        return await self._store.get(client_id, job_id)
+            raise _reused(request, ref.id, "was used with a different request")
+        return await self._store.get(ref)
 
 
 def caller(context: Context, trusted: Sequence[Secret]) -> str:
@@ -258,16 +256,16 @@ def _reused(request: jobs_pb2.CreateJobRequest, job_id: str, why: str) -> Switch
     return JobAlreadyExists(f"job id {job_id!r} {why}", metadata=metadata)
 
 
-def _new_job(client_id: str, job_id: str, spec: Job) -> Job:
+def _new_job(ref: JobRef, spec: Job) -> Job:
     stamp = now()
     return Job(
-        name=ids.job_name(job_id),
+        name=ref.name,
         state=Job.QUEUED,
         pipeline=spec.pipeline,
         input=spec.input,
         labels=spec.labels,
         webhook_url=spec.webhook_url,
-        client=client_id,
+        client=ref.client,
         create_time=stamp,
         update_time=stamp,
     )
@@ -277,12 +275,10 @@ def _queued(job: Job) -> events_pb2.JobEvent:
     return events_pb2.JobEvent(
         job=job.name,
         create_time=job.create_time,
-        state_changed=events_pb2.StateChanged(state=Job.State.Name(Job.QUEUED)),
+        state_changed=jobstates.state_changed(Job.QUEUED),
     )
 
 
 def _final(job: Job) -> events_pb2.JobEvent:
-    changed = events_pb2.StateChanged(state=Job.State.Name(job.state))
-    if job.HasField("error"):
-        changed.error.CopyFrom(job.error)
+    changed = jobstates.state_changed(job.state, job.error if job.HasField("error") else None)
     return events_pb2.JobEvent(job=job.name, create_time=job.update_time, state_changed=changed)

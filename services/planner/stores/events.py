@@ -25,15 +25,19 @@ from valkey import exceptions as valkey_errors
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2
+from switchboard.common import jobstates
+from switchboard.common.jobref import JobRef
 
-from . import ids
-from .errors import EventLogUnavailable, InvalidCursor
+from ..shared.errors import EventLogUnavailable, InvalidCursor
 from .hub import DEFAULT_OUTAGE_S, Feed, Position, StreamHub
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 _FIELD = b"e"
+# A job's keys (JobRef.key): its event stream (the edge reads the log through the planner,
+# never these keys), the entry id of each state logged, and the tokens of `log` events
+# appended once.
+_EVENTS, _STATES, _ONCE = "events", "states", "once"
 MAX_BLOCK_SECONDS = 2.0
 REPLAY_BATCH = 500
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
@@ -66,16 +70,9 @@ BACKLOG_PER_JOB = 100
 BACKLOG_JOBS = 10_000
 
 
-def stream_key(wid: str) -> str:
-    return f"sb:{{{wid}}}:events"
-
-
-def _states_key(wid: str) -> str:
-    return f"sb:{{{wid}}}:states"
-
-
-def _once_key(wid: str) -> str:
-    return f"sb:{{{wid}}}:once"
+def stream_key(job: JobRef) -> str:
+    """The job's event stream (`sb:{<client>/<job_id>}:events`)."""
+    return job.key(_EVENTS)
 
 
 def parse_cursor(cursor: str) -> tuple[int, int]:
@@ -98,14 +95,9 @@ def now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def job_event(wid: str, **payload: Any) -> events_pb2.JobEvent:
-    """A new event of the workflow's job, stamped now; `payload` is one JobEvent field."""
-    job = ids.job_name(ids.split_workflow_id(wid)[1])
-    return events_pb2.JobEvent(job=job, create_time=now(), **payload)
-
-
-def is_terminal(event: events_pb2.JobEvent) -> bool:
-    return event.HasField("state_changed") and event.state_changed.state in TERMINAL_STATES
+def job_event(job: JobRef, **payload: Any) -> events_pb2.JobEvent:
+    """A new event of the job, stamped now; `payload` is one JobEvent field."""
+    return events_pb2.JobEvent(job=job.name, create_time=now(), **payload)
 
 
 @contextlib.contextmanager
@@ -141,7 +133,7 @@ class EventLog:
         self._append_state = client.register_script(_APPEND_STATE)
         self._append_once = client.register_script(_APPEND_ONCE)
         # Per job, in order: (token, serialized event) of `log` events not yet appended.
-        self._backlog: dict[str, list[tuple[str, bytes]]] = {}
+        self._backlog: dict[JobRef, list[tuple[str, bytes]]] = {}
         self._flushing = asyncio.Lock()
         self.hub: StreamHub[events_pb2.JobEvent] = StreamHub(
             client,
@@ -156,59 +148,61 @@ class EventLog:
     def client(self) -> Valkey:
         return self._client
 
-    async def append(self, wid: str, event: events_pb2.JobEvent) -> str:
+    async def append(self, job: JobRef, event: events_pb2.JobEvent) -> str:
         """Appends any event (after the job's kept `log` events); returns its cursor."""
-        await self._flush(wid)
+        await self._flush(job)
         with reachable():
             entry_id = await self._client.xadd(
-                stream_key(wid), {_FIELD: event.SerializeToString()}, maxlen=self._maxlen
+                job.key(_EVENTS), {_FIELD: event.SerializeToString()}, maxlen=self._maxlen
             )
         return _text(entry_id)
 
-    async def append_state(self, wid: str, event: events_pb2.JobEvent) -> str:
+    async def append_state(self, job: JobRef, event: events_pb2.JobEvent) -> str:
         """Appends a state change once per state; a repeat returns the first one's cursor."""
         state = event.state_changed.state
-        ttl = self._terminal_ttl if state in TERMINAL_STATES else self._open_ttl
+        ttl = self._terminal_ttl if state in jobstates.TERMINAL_STATE_NAMES else self._open_ttl
         args: list[bytes | str | int] = [state, event.SerializeToString(), self._maxlen, ttl]
-        await self._flush(wid)
+        await self._flush(job)
         with reachable():
-            entry_id = await self._append_state(keys=[stream_key(wid), _states_key(wid)], args=args)
+            entry_id = await self._append_state(
+                keys=[job.key(_EVENTS), job.key(_STATES)], args=args
+            )
         return _text(entry_id)
 
-    async def append_log(self, wid: str, event: events_pb2.JobEvent) -> bool:
+    async def append_log(self, job: JobRef, event: events_pb2.JobEvent) -> bool:
         """Appends a `log` event, or keeps it when the log is unavailable: kept events are
         appended (in order, each once) before the job's next event from this process.
         False when it was kept."""
-        self._backlog.setdefault(wid, []).append((uuid.uuid4().hex, event.SerializeToString()))
-        self._bound(wid)
+        self._backlog.setdefault(job, []).append((uuid.uuid4().hex, event.SerializeToString()))
+        self._bound(job)
         try:
-            await self._flush(wid)
+            await self._flush(job)
         except EventLogUnavailable:
             log.warning("log event kept until the event log is back")
             return False
         return True
 
-    def kept(self, wid: str) -> int:
+    def kept(self, job: JobRef) -> int:
         """How many `log` events of the job wait for the log."""
-        return len(self._backlog.get(wid, ()))
+        return len(self._backlog.get(job, ()))
 
-    async def _flush(self, wid: str) -> None:
+    async def _flush(self, job: JobRef) -> None:
         """Appends the job's kept `log` events, oldest first; raises EventLogUnavailable (and
         keeps the rest) when the log is still down."""
-        if wid not in self._backlog:
+        if job not in self._backlog:
             return
         async with self._flushing:
-            pending = self._backlog.get(wid, [])
+            pending = self._backlog.get(job, [])
             while pending:
                 token, data = pending[0]
                 args: list[bytes | str | int] = [token, data, self._maxlen, self._open_ttl]
                 with reachable():
-                    await self._append_once(keys=[stream_key(wid), _once_key(wid)], args=args)
+                    await self._append_once(keys=[job.key(_EVENTS), job.key(_ONCE)], args=args)
                 pending.pop(0)
-            self._backlog.pop(wid, None)
+            self._backlog.pop(job, None)
 
-    def _bound(self, wid: str) -> None:
-        pending = self._backlog[wid]
+    def _bound(self, job: JobRef) -> None:
+        pending = self._backlog[job]
         if len(pending) > BACKLOG_PER_JOB:
             del pending[0]
             log.warning("kept log events over the limit: the oldest dropped")
@@ -216,19 +210,21 @@ class EventLog:
             del self._backlog[next(iter(self._backlog))]
             log.warning("kept log events of too many jobs: a job's dropped")
 
-    async def exists(self, wid: str) -> bool:
+    async def exists(self, job: JobRef) -> bool:
         with reachable():
-            return bool(await self._client.exists(stream_key(wid)))
+            return bool(await self._client.exists(job.key(_EVENTS)))
 
-    async def terminal_cursor(self, wid: str) -> str | None:
+    async def terminal_cursor(self, job: JobRef) -> str | None:
         """The cursor of the job's terminal event; None while there is none (or it expired)."""
         with reachable():
             # valkey types hash commands for its sync and async clients at once.
-            pending = self._client.hmget(_states_key(wid), sorted(TERMINAL_STATES))
+            pending = self._client.hmget(job.key(_STATES), sorted(jobstates.TERMINAL_STATE_NAMES))
             found = await cast(Awaitable[list[bytes | None]], pending)
         return next((_text(entry_id) for entry_id in found if entry_id), None)
 
-    async def watch(self, wid: str, after_cursor: str) -> AsyncGenerator[events_pb2.JobEvent, None]:
+    async def watch(
+        self, job: JobRef, after_cursor: str
+    ) -> AsyncGenerator[events_pb2.JobEvent, None]:
         """Events after the cursor, stored then live, ending after the terminal event; a
         watch that starts (or resumes) once the job has ended replays the whole stored log
         after the cursor, also what was logged after the terminal event (the webhook's
@@ -241,46 +237,45 @@ class EventLog:
         """
         parse_cursor(after_cursor)
         cursor = after_cursor or "0-0"
-        name = ids.job_name(ids.split_workflow_id(wid)[1])
         with reachable():
-            feed = await self.hub.subscribe(stream_key(wid))
+            feed = await self.hub.subscribe(job.key(_EVENTS))
         try:
             ended = False
             while True:
-                async for event in self._stored(wid, cursor):
+                async for event in self._stored(job, cursor):
                     yield event
                     cursor = event.cursor or cursor  # a gap has none
-                    ended = ended or is_terminal(event)
-                if ended or await self._ended_before(wid, cursor):
+                    ended = ended or jobstates.is_terminal(event)
+                if ended or await self._ended_before(job, cursor):
                     return
-                async for event in self._live(feed, name, parse_cursor(cursor)):
+                async for event in self._live(feed, job.name, parse_cursor(cursor)):
                     yield event
                     cursor = event.cursor or cursor
-                    if is_terminal(event):
+                    if jobstates.is_terminal(event):
                         return
                 # The feed overflowed (this watcher fell behind): re-read from the cursor.
                 feed.restart()
         finally:
             await self.hub.unsubscribe(feed)
 
-    async def _ended_before(self, wid: str, cursor: str) -> bool:
+    async def _ended_before(self, job: JobRef, cursor: str) -> bool:
         """Whether the job's terminal event is at or before the cursor."""
-        end = await self.terminal_cursor(wid)
+        end = await self.terminal_cursor(job)
         return end is not None and parse_cursor(cursor) >= parse_cursor(end)
 
-    async def _stored(self, wid: str, cursor: str) -> AsyncIterator[events_pb2.JobEvent]:
+    async def _stored(self, job: JobRef, cursor: str) -> AsyncIterator[events_pb2.JobEvent]:
         """The stored events after the cursor, up to the end of the log as it is now; a `gap`
         first whenever the log was trimmed past the cursor (checked before every batch: a slow
         reader's next batch may already have been trimmed away)."""
         while True:
-            gap = await self._gap(wid, cursor)
+            gap = await self._gap(job, cursor)
             if gap is not None:
                 yield gap
             if parse_cursor(cursor) == (MAX_STREAM_PART, MAX_STREAM_PART):
                 return  # the last id there can be: nothing follows (and Valkey refuses `(` it)
             with reachable():
                 entries = await self._client.xrange(
-                    stream_key(wid), min=f"({cursor}", count=REPLAY_BATCH
+                    job.key(_EVENTS), min=f"({cursor}", count=REPLAY_BATCH
                 )
             for entry_id, fields in entries:
                 event = _decode(_text(entry_id), fields)
@@ -306,11 +301,11 @@ class EventLog:
             after = at
             yield event
 
-    async def _gap(self, wid: str, cursor: str) -> events_pb2.JobEvent | None:
+    async def _gap(self, job: JobRef, cursor: str) -> events_pb2.JobEvent | None:
         """A gap event when entries after the cursor may have been trimmed away."""
         with reachable():
             try:
-                info: dict[str, Any] = await self._client.xinfo_stream(stream_key(wid))
+                info: dict[str, Any] = await self._client.xinfo_stream(job.key(_EVENTS))
             except valkey_errors.ResponseError:
                 return None  # no log (yet): nothing was lost
         trimmed = int(info["entries-added"]) > int(info["length"])
@@ -320,7 +315,7 @@ class EventLog:
         first_cursor = _text(first[0])
         if parse_cursor(cursor) >= parse_cursor(first_cursor):
             return None
-        return job_event(wid, gap=events_pb2.Gap(first_available_cursor=first_cursor))
+        return job_event(job, gap=events_pb2.Gap(first_available_cursor=first_cursor))
 
 
 def _decode(cursor: str, fields: dict[bytes, bytes]) -> events_pb2.JobEvent:

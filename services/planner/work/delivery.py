@@ -26,12 +26,14 @@ from temporalio.exceptions import ApplicationError
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import SwitchboardError
+from switchboard.common.jobref import JobRef
 
-from . import ids, webhooks
+from ..shared import errors
+from ..shared.config import WebhookSettings
+from ..shared.tasks import DELIVER_WEBHOOK
+from ..stores.events import EventLog, job_event, now
+from . import webhooks
 from .activities import enter_job
-from .config import WebhookSettings
-from .events import EventLog, job_event, now
-from .workflows import DELIVER_WEBHOOK
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +50,14 @@ class Webhooks:
 
     @activity.defn(name=DELIVER_WEBHOOK)
     async def deliver_webhook(self, job: jobs_pb2.Job) -> events_pb2.WebhookDelivery:
-        wid = enter_job()
+        ref = enter_job()
         attempt = activity.info().attempt
         if attempt > self._settings.max_attempts:  # retried past the schedule after timeouts
-            exhausted = webhooks.WebhookDeliveryFailed("every attempt failed or timed out")
+            exhausted = errors.WebhookDeliveryFailed("every attempt failed or timed out")
             return _failed(attempt - 1, 0, exhausted)
         answer: webhooks.Answer | None = None
         try:
-            answer = await self._attempt(wid, job)
+            answer = await self._attempt(ref, job)
             error = answer.error()
         except SwitchboardError as e:
             error = e
@@ -70,7 +72,7 @@ class Webhooks:
                 deliver_time=now(),
             )
         fields = {**fields, "reason": error.reason, **error.metadata}
-        if not isinstance(error, webhooks.WebhookDeliveryFailed):
+        if not isinstance(error, errors.WebhookDeliveryFailed):
             log.warning("webhook refused", extra={"fields": fields})
             return _failed(attempt, status, error)
         if attempt >= self._settings.max_attempts:
@@ -78,7 +80,7 @@ class Webhooks:
             return _failed(attempt, status, error)
         delay = self._delay(attempt, answer.retry_after if answer else None)
         log.info("webhook attempt failed; retrying", extra={"fields": fields})
-        await self._log_attempt(wid, _pending(attempt, status, error, delay))
+        await self._log_attempt(ref, _pending(attempt, status, error, delay))
         raise ApplicationError(
             f"webhook not delivered: {error.message}",
             error.code.name,
@@ -86,24 +88,26 @@ class Webhooks:
             next_retry_delay=delay,
         )
 
-    async def _attempt(self, wid: str, job: jobs_pb2.Job) -> webhooks.Answer:
+    async def _attempt(self, ref: JobRef, job: jobs_pb2.Job) -> webhooks.Answer:
         """Checks the destination, signs and POSTs; the receiver's answer, or the error."""
         destination = await webhooks.check_destination(job.webhook_url, allow=self._settings.allow)
-        secret = self._settings.secret_for(ids.split_workflow_id(wid)[0]).value
+        secret = self._settings.secret_for(ref.client).value
         if not secret:
-            raise webhooks.WebhookSecretMissing("no webhook secret for this client")
+            raise errors.WebhookSecretMissing("no webhook secret for this client")
         body = json.dumps(webhooks.payload(job), separators=(",", ":")).encode()
-        headers = webhooks.headers(secret, webhooks.message_id(wid), int(time.time()), body)
+        headers = webhooks.headers(
+            secret, webhooks.message_id(ref.workflow_id), int(time.time()), body
+        )
         try:
             # To the addresses just checked (no second DNS lookup), without following redirects.
             return await webhooks.post(
                 destination, body, headers, timeout_s=self._settings.timeout_seconds
             )
         except httpx.InvalidURL as e:  # the guard read it, so this is not expected; no retry
-            raise webhooks.WebhookDestinationForbidden("webhook_url cannot be called") from e
+            raise errors.WebhookDestinationForbidden("webhook_url cannot be called") from e
         except httpx.HTTPError as e:
             why = f"the request failed ({type(e).__name__})"
-            raise webhooks.WebhookDeliveryFailed(why) from e
+            raise errors.WebhookDeliveryFailed(why) from e
 
     def _delay(self, attempt: int, retry_after: float | None) -> timedelta:
         """The schedule's delay before the next attempt, lengthened to a Retry-After (both
@@ -113,13 +117,13 @@ class Webhooks:
         wanted = max(scheduled, retry_after or 0.0)
         return timedelta(seconds=min(wanted, s.max_interval_seconds))
 
-    async def _log_attempt(self, wid: str, delivery: events_pb2.WebhookDelivery) -> None:
+    async def _log_attempt(self, ref: JobRef, delivery: events_pb2.WebhookDelivery) -> None:
         """Tells the job's followers that an attempt failed and when the next is due; best
         effort: the retry does not wait for the event log."""
         if self._events is None:
             return
         try:
-            await self._events.append(wid, job_event(wid, webhook=delivery))
+            await self._events.append(ref, job_event(ref, webhook=delivery))
         except SwitchboardError:
             log.warning("could not log the failed webhook attempt")
 

@@ -27,12 +27,11 @@ from chromadb.errors import ChromaError, InvalidArgumentError, NotFoundError
 
 from switchboard.api.jobs.v1 import pipelines_pb2
 from switchboard.common.errors import (
-    FailedPrecondition,
     InvalidArgument,
-    NotFound,
     SwitchboardError,
-    Unavailable,
 )
+
+from ..shared.errors import CollectionNotFound, EmbeddingModelMismatch, VectorStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +40,6 @@ MODEL_KEY = "embed_model"
 UPSERT_BATCH = 256
 # Fields of a chunk's metadata that SearchHit carries in fields of its own.
 _OWN_FIELDS = ("document_id", "chunk_index")
-
-
-class VectorStoreUnavailable(Unavailable):
-    reason = "VECTOR_STORE_UNAVAILABLE"
-
-
-class CollectionNotFound(NotFound):
-    reason = "COLLECTION_NOT_FOUND"
-
-
-class EmbeddingModelMismatch(FailedPrecondition):
-    reason = "EMBEDDING_MODEL_MISMATCH"
 
 
 def collection_name(client_id: str, collection: str) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 from datetime import timedelta
 
+import grpc
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -26,17 +27,19 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import SwitchboardError
+from switchboard.common.jobref import JobRef, client_prefix
+from switchboard.common.jobstates import TERMINAL_STATES
 
-from . import ids, redact
-from .errors import InvalidPageToken, from_temporal
-from .workflows import MEMO_JOB, WORKFLOW, JobWorkflow
+from ..flows.workflow import JobWorkflow
+from ..shared import errors, redact
+from ..shared.errors import InvalidPageToken, JobNotFound, TemporalUnavailable
+from ..shared.tasks import MEMO_JOB, WORKFLOW
 
 log = logging.getLogger(__name__)
 
 Job = jobs_pb2.Job
 MEMO_REQUEST = "request"
 LIST_TIMEOUT = timedelta(seconds=10)
-TERMINAL = frozenset({Job.SUCCEEDED, Job.FAILED, Job.CANCELLED})
 
 # A workflow that ended without running to its end (terminated by an operator, timed out).
 _ABORTED = {
@@ -55,14 +58,13 @@ class JobStore:
         self._task_queue = task_queue
         self._query_timeout = query_timeout
 
-    async def start(self, job: Job) -> bool:
+    async def start(self, ref: JobRef, job: Job) -> bool:
         """Starts the job's workflow; False when the id is taken (by a job Temporal retains)."""
-        client_id, job_id = job.client, ids.job_id_of(job.name)
         try:
             await self._client.start_workflow(
                 JobWorkflow.run,
                 job,
-                id=ids.workflow_id(client_id, job_id),
+                id=ref.workflow_id,
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 memo={MEMO_JOB: redact.stored_view(job), MEMO_REQUEST: fingerprint(job)},
@@ -70,43 +72,43 @@ class JobStore:
         except WorkflowAlreadyStartedError:
             return False
         except RPCError as e:
-            raise from_temporal(e, job_id) from e
+            raise from_temporal(e, ref.id) from e
         return True
 
-    async def find(self, client_id: str, job_id: str) -> Job:
+    async def find(self, ref: JobRef) -> Job:
         """The job as last recorded (memo); JobNotFound for unknown ids and other clients."""
-        job, _ = await self.describe(client_id, job_id)
+        job, _ = await self.describe(ref)
         return job
 
-    async def fingerprint(self, client_id: str, job_id: str) -> str:
+    async def fingerprint(self, ref: JobRef) -> str:
         """The fingerprint of the request that created the job (JobNotFound as `find`)."""
-        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         try:
             description = await handle.describe()
         except RPCError as e:
-            raise from_temporal(e, job_id) from e
+            raise from_temporal(e, ref.id) from e
         try:
             recorded: str = await description.memo_value(MEMO_REQUEST, type_hint=str)
         except KeyError:  # started before fingerprints were kept: its memo has the request
             return fingerprint(await _recorded(description))
         return recorded
 
-    async def describe(self, client_id: str, job_id: str) -> tuple[Job, bool]:
+    async def describe(self, ref: JobRef) -> tuple[Job, bool]:
         """The job as last recorded, and whether its workflow has closed."""
-        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         try:
             description = await handle.describe()
         except RPCError as e:
-            raise from_temporal(e, job_id) from e
+            raise from_temporal(e, ref.id) from e
         closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
         return await _recorded(description), closed
 
-    async def get(self, client_id: str, job_id: str) -> Job:
+    async def get(self, ref: JobRef) -> Job:
         """The job as it is now: a running workflow answers the `snapshot` query."""
-        job = await self.find(client_id, job_id)
-        if job.state in TERMINAL:
+        job = await self.find(ref)
+        if job.state in TERMINAL_STATES:
             return job
-        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         try:
             live: Job = await handle.query(JobWorkflow.snapshot, rpc_timeout=self._query_timeout)
         except (RPCError, WorkflowQueryFailedError) as e:
@@ -115,18 +117,18 @@ class JobStore:
             return job
         return live
 
-    async def cancel(self, client_id: str, job_id: str) -> Job:
+    async def cancel(self, ref: JobRef) -> Job:
         """Asks the workflow to cancel; a finished job is returned unchanged."""
-        job = await self.find(client_id, job_id)  # the memo: no wait for a worker to answer
-        if job.state in TERMINAL:
+        job = await self.find(ref)  # the memo: no wait for a worker to answer
+        if job.state in TERMINAL_STATES:
             return job
-        handle = self._client.get_workflow_handle(ids.workflow_id(client_id, job_id))
+        handle = self._client.get_workflow_handle(ref.workflow_id)
         try:
             await handle.cancel()
         except RPCError as e:
             if e.status != RPCStatusCode.NOT_FOUND:
-                raise from_temporal(e, job_id) from e
-            return await self.get(client_id, job_id)  # it finished meanwhile
+                raise from_temporal(e, ref.id) from e
+            return await self.get(ref)  # it finished meanwhile
         job.state = Job.CANCELLING
         return job
 
@@ -134,7 +136,7 @@ class JobStore:
         self, client_id: str, page_size: int, page_token: bytes | None
     ) -> tuple[list[Job], bytes]:
         """One page of the client's jobs (running first, then by start time, newest first)."""
-        prefix = ids.client_prefix(client_id)
+        prefix = client_prefix(client_id)
         query = f"WorkflowType = '{WORKFLOW}' AND WorkflowId STARTS_WITH '{prefix}'"
         pages = self._client.list_workflows(
             query, page_size=page_size, next_page_token=page_token, rpc_timeout=LIST_TIMEOUT
@@ -163,12 +165,34 @@ async def _recorded(execution: WorkflowExecution) -> Job:
         job: Job = await execution.memo_value(MEMO_JOB, type_hint=Job)
     except KeyError as e:
         raise SwitchboardError(f"workflow {execution.id} carries no job") from e
-    if execution.status in _ABORTED and job.state not in TERMINAL:
+    if execution.status in _ABORTED and job.state not in TERMINAL_STATES:
         job.state = _ABORTED[execution.status]
     if job.state == Job.FAILED and not job.HasField("error"):
         job.error.CopyFrom(
             SwitchboardError(
-                "the job was stopped outside the service", reason="JOB_ABORTED"
+                "the job was stopped outside the service", reason=errors.JOB_ABORTED
             ).to_status()
         )
     return job
+
+
+# Temporal answers these when it is down, overloaded or slow: the caller may retry.
+_TRANSIENT = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+}
+
+
+def from_temporal(error: RPCError, job_id: str = "") -> SwitchboardError:
+    """Translates a failed Temporal call where it enters the planner."""
+    if error.status == RPCStatusCode.NOT_FOUND:
+        return JobNotFound(f"job {job_id!r} not found", metadata={"job_id": job_id})
+    if error.status in _TRANSIENT:
+        return TemporalUnavailable("the job store is unavailable; retry later")
+    return SwitchboardError(
+        "the job store rejected the call",
+        reason=errors.TEMPORAL_ERROR,
+        code=grpc.StatusCode.INTERNAL,
+    )

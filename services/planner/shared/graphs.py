@@ -16,7 +16,10 @@ import grpc
 from google.rpc import status_pb2
 
 from switchboard.api.jobs.v1 import pipelines_pb2
-from switchboard.common.errors import InvalidArgument, SwitchboardError
+from switchboard.common.errors import SwitchboardError
+
+from . import errors
+from .errors import InvalidStageGraph
 
 # A quote names a stage by the contract's stage id pattern; other braces are left as text.
 QUOTE = re.compile(r"\{\{([a-z][a-z0-9_-]{0,31})\}\}")
@@ -25,10 +28,6 @@ DEFAULT_BRANCH_TIMEOUT = timedelta(seconds=10)
 Stage = pipelines_pb2.Stage
 StageResult = pipelines_pb2.StageResult
 Status = StageResult.Status
-
-
-class InvalidStageGraph(InvalidArgument):
-    reason = "INVALID_STAGE_GRAPH"
 
 
 def quoted(prompt: str) -> list[str]:
@@ -158,7 +157,7 @@ def stage_failed(result: StageResult) -> status_pb2.Status:
     status = Status.Name(result.status)
     return SwitchboardError(
         f"stage {result.id!r} {status.lower().replace('_', ' ')}: {cause.message}",
-        reason="STAGE_FAILED",
+        reason=errors.STAGE_FAILED,
         code=cause.code,
         metadata={"stage": result.id, "stage_status": status, "stage_reason": cause.reason},
     ).to_status()
@@ -173,7 +172,7 @@ def too_few_succeeded(output: pipelines_pb2.StagesOutput, needed: int) -> status
         code = SwitchboardError.from_status(first.error).code
     return SwitchboardError(
         f"{output.summary}; at least {needed} must",
-        reason="TOO_FEW_SUCCEEDED",
+        reason=errors.TOO_FEW_SUCCEEDED,
         code=code,
         metadata={
             "succeeded": str(output.succeeded),
@@ -191,7 +190,7 @@ def budget(stage: Stage) -> timedelta | None:
 def timed_out(stage: Stage) -> status_pb2.Status:
     """The error of a stage that ran past its budget."""
     seconds = budget(stage) or timedelta()
-    reason = "GENERATION_TIMED_OUT" if stage.HasField("generate") else "DEADLINE_EXCEEDED"
+    reason = errors.GENERATION_TIMED_OUT if stage.HasField("generate") else errors.DEADLINE_EXCEEDED
     return SwitchboardError(
         f"stage {stage.id!r} ran past its {seconds.total_seconds():g} s budget",
         reason=reason,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,18 +27,24 @@ with workflow.unsafe.imports_passed_through():
     from switchboard.api.jobs.v1 import pipelines_pb2
     from switchboard.api.planner.v1 import tasks_pb2
 
-from . import ids
+    from ..shared.errors import NOT_RETRYABLE_DOCUMENT
+    from ..shared.tasks import (
+        CHUNK_TEXT,
+        EXTRACT_DOCUMENT,
+        INDEX_CHUNKS,
+        SEARCH_COLLECTION,
+        Chunked,
+        ChunkTask,
+        Extracted,
+        Indexed,
+        IndexTask,
+        SearchTask,
+        chunk_sizes,
+    )
 
 if TYPE_CHECKING:
-    from .workflows import JobWorkflow
+    from .context import JobContext
 
-EXTRACT_DOCUMENT = "extract_document"
-CHUNK_TEXT = "chunk_text"
-INDEX_CHUNKS = "index_chunks"
-SEARCH_COLLECTION = "search_collection"
-
-DEFAULT_CHUNK_TOKENS = 500
-DEFAULT_CHUNK_OVERLAP = 50
 DEFAULT_EMBED_MODEL = "default-embed"
 DEFAULT_CHAT_MODEL = "default-chat"
 DEFAULT_SEARCH_TOP_K = 5
@@ -51,16 +56,6 @@ SOURCE_BUDGET_CHARS = 4000
 Status = pipelines_pb2.StageResult.Status
 _T = TypeVar("_T")
 
-_NOT_RETRYABLE = [
-    "VALIDATION_FAILED",
-    "INVALID_ARGUMENT",
-    "MODEL_NOT_FOUND",
-    "MODEL_TASK_MISMATCH",
-    "DOCUMENT_UNREADABLE",
-    "DOCUMENT_EMPTY",
-    "COLLECTION_NOT_FOUND",
-    "EMBEDDING_MODEL_MISMATCH",
-]
 # Each activity heartbeats while it runs (the worker's HeartbeatInterceptor): a worker that
 # dies mid-activity is noticed within this, not after the start-to-close limit below.
 HEARTBEAT = timedelta(seconds=10)
@@ -76,60 +71,13 @@ DOCUMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=15),
     maximum_attempts=0,
-    non_retryable_error_types=_NOT_RETRYABLE,
+    non_retryable_error_types=NOT_RETRYABLE_DOCUMENT,
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
-@dataclass(frozen=True)
-class Extracted:
-    text: str
-
-
-@dataclass(frozen=True)
-class ChunkTask:
-    text: str
-    chunk_tokens: int
-    chunk_overlap: int
-
-
-@dataclass(frozen=True)
-class Chunked:
-    texts: list[str]
-
-
-@dataclass(frozen=True)
-class IndexTask:
-    collection: str
-    document_id: str
-    embed_model: str
-    texts: list[str]
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Indexed:
-    vector_ids: list[str]
-    # The model that embedded them (after aliases).
-    model: str
-
-
-@dataclass(frozen=True)
-class SearchTask:
-    collection: str
-    vector: list[float]
-    model: str
-    top_k: int
-
-
-def chunk_sizes(request: pipelines_pb2.IngestDocumentInput) -> tuple[int, int]:
-    """(chunk_tokens, chunk_overlap) with the defaults applied."""
-    overlap = request.chunk_overlap if request.HasField("chunk_overlap") else DEFAULT_CHUNK_OVERLAP
-    return request.chunk_tokens or DEFAULT_CHUNK_TOKENS, overlap
-
-
-async def run_ingest_document(wf: JobWorkflow, request: pipelines_pb2.IngestDocumentInput) -> None:
-    document_id = request.document_id or ids.job_id_of(wf.job.name)
+async def run_ingest_document(wf: JobContext, request: pipelines_pb2.IngestDocumentInput) -> None:
+    document_id = request.document_id or wf.ref.id
     extracted = await _stage(
         wf, "extract", lambda: _run(EXTRACT_DOCUMENT, request, Extracted, EXTRACT_START_TO_CLOSE)
     )
@@ -155,7 +103,7 @@ async def run_ingest_document(wf: JobWorkflow, request: pipelines_pb2.IngestDocu
         # events can follow the terminal one.
         cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
-    indexed: Indexed = await wf._cancellable(handle)
+    indexed: Indexed = await wf.cancellable(handle)
     wf.job.result.ingest_document.CopyFrom(
         pipelines_pb2.IngestDocumentOutput(
             extracted_text=extracted.text,
@@ -166,14 +114,14 @@ async def run_ingest_document(wf: JobWorkflow, request: pipelines_pb2.IngestDocu
     )
 
 
-async def run_search(wf: JobWorkflow, request: pipelines_pb2.SearchInput) -> None:
+async def run_search(wf: JobContext, request: pipelines_pb2.SearchInput) -> None:
     found = await _retrieve(
         wf, request.collection, request.query, request.embed_model, request.top_k
     )
     wf.job.result.search.CopyFrom(found)
 
 
-async def run_answer(wf: JobWorkflow, request: pipelines_pb2.AnswerInput) -> None:
+async def run_answer(wf: JobContext, request: pipelines_pb2.AnswerInput) -> None:
     top_k = request.top_k or DEFAULT_ANSWER_TOP_K
     found = await _retrieve(wf, request.collection, request.question, request.embed_model, top_k)
     hits = list(found.hits)
@@ -221,7 +169,7 @@ def citations(text: str, hits: list[pipelines_pb2.SearchHit]) -> list[pipelines_
 
 
 async def _retrieve(
-    wf: JobWorkflow, collection: str, query: str, embed_model: str, top_k: int
+    wf: JobContext, collection: str, query: str, embed_model: str, top_k: int
 ) -> pipelines_pb2.SearchOutput:
     embed = pipelines_pb2.EmbedInput(model=embed_model or DEFAULT_EMBED_MODEL, texts=[query])
     embedded = await _stage(wf, "embed-query", lambda: wf.embed(embed))
@@ -239,7 +187,7 @@ async def _retrieve(
 
 
 async def _stage(
-    wf: JobWorkflow, stage: str, work: Callable[[], Awaitable[_T]], message: str = ""
+    wf: JobContext, stage: str, work: Callable[[], Awaitable[_T]], message: str = ""
 ) -> _T:
     """One step of the job as a stage: RUNNING, then SUCCEEDED or FAILED (with the reason)."""
     await wf.progress(stage, Status.RUNNING, message)

@@ -33,7 +33,13 @@ import httpx
 from google.protobuf import json_format
 
 from switchboard.api.jobs.v1 import jobs_pb2
-from switchboard.common.errors import FailedPrecondition, SwitchboardError, Unavailable
+from switchboard.common.errors import SwitchboardError
+
+from ..shared.errors import (
+    WebhookDeliveryFailed,
+    WebhookDestinationForbidden,
+    WebhookReceiverRefused,
+)
 
 SECRET_PREFIX = "whsec_"
 EVENT_TYPE = "job.completed"
@@ -57,26 +63,6 @@ class Destination:
 
     url: str
     addresses: tuple[Address, ...] = ()
-
-
-class WebhookDestinationForbidden(FailedPrecondition):
-    reason = "WEBHOOK_DESTINATION_FORBIDDEN"
-
-
-class WebhookSecretMissing(FailedPrecondition):
-    reason = "WEBHOOK_SECRET_MISSING"
-
-
-class WebhookReceiverRefused(FailedPrecondition):
-    """An answer a retry cannot change (see `retryable_status`)."""
-
-    reason = "WEBHOOK_RECEIVER_REFUSED"
-
-
-class WebhookDeliveryFailed(Unavailable):
-    """No answer, or one a later attempt may not get: the only kind that is retried."""
-
-    reason = "WEBHOOK_DELIVERY_FAILED"
 
 
 @dataclass(frozen=True)

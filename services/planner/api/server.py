@@ -16,9 +16,9 @@ from switchboard.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from switchboard.common import telemetry
 from switchboard.common.grpcserver import build_server, set_serving
 
-from . import process
-from .config import Settings
-from .events import EventLog
+from .. import process
+from ..shared.config import Settings
+from ..stores.events import EventLog
 from .servicer import JobServicer
 from .store import JobStore
 

@@ -23,10 +23,10 @@ from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import InvalidArgument, SwitchboardError, from_rpc_error
 from switchboard.common.hashkeys import JOB_ID_HEADER
+from switchboard.common.jobref import JobRef
 
-from . import chunking, ids
-from .activities import enter_job
-from .documentflow import (
+from ..shared.errors import DocumentEmpty, DocumentUnreadable
+from ..shared.tasks import (
     CHUNK_TEXT,
     EXTRACT_DOCUMENT,
     INDEX_CHUNKS,
@@ -39,7 +39,9 @@ from .documentflow import (
     SearchTask,
     chunk_sizes,
 )
-from .events import EventLog, job_event
+from ..stores.events import EventLog, job_event
+from . import chunking
+from .activities import enter_job
 from .outage import application_error
 from .vectors import VectorStore
 
@@ -57,14 +59,6 @@ _PDF_ERRORS = (PyPdfError, ValueError, TypeError, KeyError, IndexError, Attribut
 Status = pipelines_pb2.StageResult.Status
 
 
-class DocumentUnreadable(InvalidArgument):
-    reason = "DOCUMENT_UNREADABLE"
-
-
-class DocumentEmpty(InvalidArgument):
-    reason = "DOCUMENT_EMPTY"
-
-
 class Documents:
     def __init__(
         self,
@@ -79,7 +73,7 @@ class Documents:
     @activity.defn(name=EXTRACT_DOCUMENT)
     async def extract_document(self, request: pipelines_pb2.IngestDocumentInput) -> Extracted:
         """The document's text: text as is, a PDF's pages' text, an image's through OCR."""
-        wid = enter_job()
+        ref = enter_job()
         try:
             tokens, overlap = chunk_sizes(request)
             if overlap >= tokens:  # checked first: before an OCR that would be wasted
@@ -89,7 +83,7 @@ class Documents:
             if kind == "pdf":
                 text = await asyncio.to_thread(pdf_text, document.pdf)
             elif kind == "image":
-                text = await self._ocr(document.image, ids.split_workflow_id(wid)[1])
+                text = await self._ocr(document.image, ref.id)
             else:
                 text = document.text
             if not text.strip():
@@ -116,26 +110,25 @@ class Documents:
     async def index_chunks(self, task: IndexTask) -> Indexed:
         """Embeds the chunks (batches of EMBED_BATCH) and replaces the document's chunks in
         the collection with them; logs the `embed` and `upsert` stages."""
-        wid = enter_job()
-        client_id, job_id = ids.split_workflow_id(wid)
+        ref = enter_job()
         try:
             if not task.texts:
                 raise DocumentEmpty("the document has no chunks to index")
-            vectors, model = await self._embed(wid, task)
-            await self._progress(wid, "upsert", Status.RUNNING)
+            vectors, model = await self._embed(ref, task)
+            await self._progress(ref, "upsert", Status.RUNNING)
             metadata: list[dict[str, str | int]] = [
                 {**task.metadata, "document_id": task.document_id, "chunk_index": index,
-                 "job": ids.job_name(job_id)}
+                 "job": ref.name}
                 for index in range(len(task.texts))
             ]  # fmt: skip
             vector_ids = await self._vectors.replace_document(
-                client_id,
+                ref.client,
                 task.collection,
                 task.document_id,
                 model,
                 list(zip(task.texts, vectors, metadata, strict=True)),
             )
-            await self._progress(wid, "upsert", Status.SUCCEEDED, fraction=1.0)
+            await self._progress(ref, "upsert", Status.SUCCEEDED, fraction=1.0)
         except SwitchboardError as e:
             raise application_error(e) from e
         fields = {"collection": task.collection, "chunks": len(vector_ids), "model": model}
@@ -144,7 +137,7 @@ class Documents:
 
     @activity.defn(name=SEARCH_COLLECTION)
     async def search_collection(self, task: SearchTask) -> pipelines_pb2.SearchOutput:
-        client_id = ids.split_workflow_id(enter_job())[0]
+        client_id = enter_job().client
         try:
             hits = await self._vectors.query(
                 client_id, task.collection, task.model, task.vector, task.top_k
@@ -168,12 +161,11 @@ class Documents:
             raise error from e
         return reply.text
 
-    async def _embed(self, wid: str, task: IndexTask) -> tuple[list[list[float]], str]:
+    async def _embed(self, ref: JobRef, task: IndexTask) -> tuple[list[list[float]], str]:
         """One vector per chunk, in order, and the model that served them."""
-        job_id = ids.split_workflow_id(wid)[1]
         vectors: list[list[float]] = []
         model = task.embed_model
-        await self._progress(wid, "embed", Status.RUNNING)
+        await self._progress(ref, "embed", Status.RUNNING)
         for at in range(0, len(task.texts), EMBED_BATCH):
             batch = task.texts[at : at + EMBED_BATCH]
             request = inference_pb2.EmbedRequest(model=task.embed_model, texts=batch)
@@ -181,7 +173,7 @@ class Documents:
                 reply = await self._inference.Embed(
                     request,
                     timeout=INFERENCE_TIMEOUT_S,
-                    metadata=telemetry.trace_metadata((JOB_ID_HEADER, job_id)),
+                    metadata=telemetry.trace_metadata((JOB_ID_HEADER, ref.id)),
                 )
             except grpc.aio.AioRpcError as e:
                 raise from_rpc_error(e) from e
@@ -191,12 +183,12 @@ class Documents:
             done = len(vectors) / len(task.texts)
             message = f"{len(vectors)} of {len(task.texts)} chunks"
             status = Status.SUCCEEDED if done >= 1 else Status.RUNNING
-            await self._progress(wid, "embed", status, message, done)
+            await self._progress(ref, "embed", status, message, done)
         return vectors, model
 
     async def _progress(
         self,
-        wid: str,
+        ref: JobRef,
         stage: str,
         status: Status.ValueType,
         message: str = "",
@@ -205,7 +197,7 @@ class Documents:
         progress = events_pb2.Progress(
             stage=stage, status=status, message=message, fraction=fraction
         )
-        await self._events.append(wid, job_event(wid, progress=progress))
+        await self._events.append(ref, job_event(ref, progress=progress))
 
 
 def pdf_text(data: bytes) -> str:

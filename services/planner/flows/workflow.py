@@ -29,18 +29,24 @@ with workflow.unsafe.imports_passed_through():
 
     from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
     from switchboard.api.planner.v1 import tasks_pb2
+    from switchboard.common import jobstates
     from switchboard.common.errors import SwitchboardError
+    from switchboard.common.jobref import JobRef
 
-from . import chatflow, documentflow, redact, stages
+    from ..shared import errors
+    from ..shared.tasks import (
+        DELIVER_WEBHOOK,
+        EMBED,
+        GENERATE,
+        GENERATE_STAGE,
+        MEMO_JOB,
+        PUBLISH_EVENT,
+        QUERY_SNAPSHOT,
+        WORKFLOW,
+    )
 
-WORKFLOW = "JobWorkflow"
-QUERY_SNAPSHOT = "snapshot"
-MEMO_JOB = "job"
-GENERATE = "generate"
-GENERATE_STAGE = "generate_stage"
-EMBED = "embed"
-PUBLISH_EVENT = "publish_event"
-DELIVER_WEBHOOK = "deliver_webhook"
+from ..shared import redact
+from . import chatflow, documentflow, stages
 
 State = jobs_pb2.Job.State
 StageStatus = pipelines_pb2.StageResult.Status
@@ -60,7 +66,7 @@ GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=15),
     maximum_attempts=0,
-    non_retryable_error_types=["VALIDATION_FAILED", "INVALID_ARGUMENT", "MODEL_NOT_FOUND"],
+    non_retryable_error_types=errors.NOT_RETRYABLE_GENERATION,
 )
 # One Embed call: short, and safe to repeat (the inference service retries it too).
 EMBED_START_TO_CLOSE = timedelta(minutes=2)
@@ -83,7 +89,7 @@ WEBHOOK_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=0,
-    non_retryable_error_types=["WEBHOOK_DESTINATION_FORBIDDEN", "WEBHOOK_SECRET_MISSING"],
+    non_retryable_error_types=errors.NOT_RETRYABLE_WEBHOOK,
 )
 
 _REASON = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -100,7 +106,7 @@ class JobFailure(Exception):
 @workflow.defn(name=WORKFLOW)
 class JobWorkflow:
     """One job. Pipelines run as `await <module>.run_<kind>(workflow, input)` and set
-    `workflow.job.result.<kind>`; they use these helpers:
+    `workflow.job.result.<kind>`; they see it as a `context.JobContext` and use these:
 
     - `stream_generation(task, budget)`: one generation whose tokens go to the log, tagged
       with `task.stage`; a cancel of the job stops it at the backend before the job ends.
@@ -109,6 +115,8 @@ class JobWorkflow:
     - `progress(stage, status, message="", fraction=0.0)`: a Progress event of one stage
       (or of the whole job, `stage` empty and status unset).
     - `halt(task)`: stops one of the pipeline's own tasks (a stage) without cancelling the job.
+    - `cancellable(handle)`: awaits an activity that must stop before the job ends.
+    - `ref`: the job's identity (JobRef), from the workflow id.
     - `fail(status)`: ends the job FAILED with that `google.rpc.Status`;
       `failure_status(err)` is the status of a failed activity.
     A cancel of the job arrives as `asyncio.CancelledError`; a pipeline that runs several
@@ -119,6 +127,10 @@ class JobWorkflow:
         self._job = jobs_pb2.Job()
         self._cancel_requested = False
         self._halted: set[asyncio.Task[Any]] = set()
+
+    @property
+    def ref(self) -> JobRef:
+        return JobRef.from_workflow_id(workflow.info().workflow_id)
 
     @property
     def job(self) -> jobs_pb2.Job:
@@ -173,7 +185,7 @@ class JobWorkflow:
             raise ApplicationError(
                 f"the {kind!r} pipeline is not implemented yet",
                 grpc.StatusCode.UNIMPLEMENTED.name,
-                type="NOT_IMPLEMENTED",
+                type=errors.NOT_IMPLEMENTED,
                 non_retryable=True,
             )
 
@@ -193,7 +205,7 @@ class JobWorkflow:
             # can land in the log after the terminal event.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-        return cast(pipelines_pb2.GenerateOutput, await self._cancellable(handle))
+        return cast(pipelines_pb2.GenerateOutput, await self.cancellable(handle))
 
     async def stream_generation(
         self, task: tasks_pb2.GenerationTask, budget: timedelta | None = None
@@ -210,7 +222,7 @@ class JobWorkflow:
             retry_policy=GENERATE_RETRY,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-        return cast(pipelines_pb2.GenerateOutput, await self._cancellable(handle))
+        return cast(pipelines_pb2.GenerateOutput, await self.cancellable(handle))
 
     async def embed(
         self, request: pipelines_pb2.EmbedInput, *, budget: timedelta | None = None
@@ -272,7 +284,7 @@ class JobWorkflow:
             self._cancel_requested = True
             await self._transition(State.CANCELLING)
 
-    async def _cancellable(self, handle: workflow.ActivityHandle[Any]) -> Any:
+    async def cancellable(self, handle: workflow.ActivityHandle[Any]) -> Any:
         """Awaits an activity that must stop before the job ends: a cancel of the job says
         CANCELLING (once, however many activities run) and then waits for the activity to
         confirm it stopped. A halted task stops its activity the same way, quietly."""
@@ -315,7 +327,7 @@ class JobWorkflow:
             handle.cancel()
             abandoned = SwitchboardError(
                 "webhook delivery abandoned: the workflow was cancelled",
-                reason="WEBHOOK_DELIVERY_FAILED",
+                reason=errors.WebhookDeliveryFailed.reason,
                 code=grpc.StatusCode.CANCELLED,
             )
             delivery = _undelivered(abandoned.to_status())
@@ -350,9 +362,7 @@ class JobWorkflow:
 
     async def _transition(self, state: State.ValueType) -> None:
         stamp = _stamp()
-        changed = events_pb2.StateChanged(state=State.Name(state))
-        if state == State.FAILED:
-            changed.error.CopyFrom(self._job.error)
+        changed = jobstates.state_changed(state, self._job.error if state == State.FAILED else None)
         event = events_pb2.JobEvent(job=self._job.name, create_time=stamp, state_changed=changed)
         if not workflow.patched(EVENTS_BEFORE_STATE):
             self._show(state, stamp)
@@ -414,11 +424,11 @@ def failure_status(err: ActivityError) -> status_pb2.Status:
     elif isinstance(cause, TimeoutError):
         error = SwitchboardError(
             "the generation timed out",
-            reason="GENERATION_TIMED_OUT",
+            reason=errors.GENERATION_TIMED_OUT,
             code=grpc.StatusCode.DEADLINE_EXCEEDED,
         )
     else:
-        error = SwitchboardError("the generation failed", reason="GENERATION_FAILED")
+        error = SwitchboardError("the generation failed", reason=errors.GENERATION_FAILED)
     return error.to_status()
 
 

@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from switchboard.common.settings import Env, Secret
 
-from .outage import RetrySchedule
-
 DEFAULT_TASK_QUEUE = "switchboard-jobs"
 DEFAULT_CHROMA_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """The worker's retry schedule (SWITCHBOARD_WORKER_OUTAGE_*, SWITCHBOARD_WORKER_RETRY_*)."""
+
+    horizon_seconds: float = 300.0
+    initial_interval_seconds: float = 1.0
+    max_interval_seconds: float = 15.0
+    backoff: float = 2.0
+    # Attempts for a retryable failure that is not an outage.
+    max_attempts: int = 3
+
+    def delay(self, attempt: int) -> timedelta:
+        """The wait after attempt `attempt` failed: initial * backoff**(attempt-1), capped."""
+        exponent = min(attempt - 1, 64)  # bounded: the cap is reached long before
+        seconds = self.initial_interval_seconds * self.backoff**exponent
+        return timedelta(seconds=min(seconds, self.max_interval_seconds))
 
 
 @dataclass(frozen=True)

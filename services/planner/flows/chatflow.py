@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -28,10 +28,12 @@ with workflow.unsafe.imports_passed_through():
     from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
     from switchboard.api.planner.v1 import tasks_pb2
 
-from . import workflows
+    from ..shared.tasks import APPEND_TURN, LOAD_SESSION
 
-LOAD_SESSION = "load_session"
-APPEND_TURN = "append_turn"
+if TYPE_CHECKING:
+    from .context import JobContext
+
+# The stage its generation's tokens are tagged with.
 GENERATE_STAGE = "generate"
 
 SESSION_START_TO_CLOSE = timedelta(seconds=10)
@@ -50,7 +52,7 @@ APPEND_RETRY = RetryPolicy(
 )
 
 
-async def run_chat(wf: workflows.JobWorkflow, chat: pipelines_pb2.ChatInput) -> None:
+async def run_chat(wf: JobContext, chat: pipelines_pb2.ChatInput) -> None:
     """Sets `result.chat`; appends the turn to the session only when the answer is complete."""
     window: jobs_pb2.ChatSession = await workflow.execute_activity(
         LOAD_SESSION,
@@ -59,7 +61,7 @@ async def run_chat(wf: workflows.JobWorkflow, chat: pipelines_pb2.ChatInput) -> 
         start_to_close_timeout=SESSION_START_TO_CLOSE,
         retry_policy=LOAD_RETRY,
     )
-    answer = await wf.stream_generation(_generation(chat, window.turns))
+    answer = await wf.stream_generation(_generation(wf, chat, window.turns))
     turns = [
         jobs_pb2.ChatTurn(
             role="user", content=chat.message, create_time=wf.job.create_time, job=wf.job.name
@@ -86,7 +88,7 @@ async def run_chat(wf: workflows.JobWorkflow, chat: pipelines_pb2.ChatInput) -> 
 
 
 def _generation(
-    chat: pipelines_pb2.ChatInput, window: Iterable[jobs_pb2.ChatTurn]
+    wf: JobContext, chat: pipelines_pb2.ChatInput, window: Iterable[jobs_pb2.ChatTurn]
 ) -> tasks_pb2.GenerationTask:
     """The generation: [system] + the window + the user message."""
     Message = inference_pb2.ChatMessage
@@ -95,9 +97,8 @@ def _generation(
     messages.append(Message(role="user", content=chat.message))
     start = inference_pb2.GenerateStart(model=chat.model, messages=messages, params=chat.params)
     # Scoped by client: two clients' sessions of the same name are different conversations.
-    client_id = workflow.info().workflow_id.rpartition("/")[0]
     return tasks_pb2.GenerationTask(
-        stage=GENERATE_STAGE, start=start, affinity_key=f"{client_id}/{chat.session_id}"
+        stage=GENERATE_STAGE, start=start, affinity_key=f"{wf.ref.client}/{chat.session_id}"
     )
 
 

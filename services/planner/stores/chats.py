@@ -1,5 +1,5 @@
-"""Chat sessions in Valkey, and the `chat` pipeline's activities `load_session` and
-`append_turn`.
+"""Chat sessions in Valkey: the worker's chat activities load and append, the server's
+GetChatSession reads the transcript.
 
 A session belongs to one client; its keys share one hash slot, `sb:chat:{<client>/<session>}:`
 - `window`: a list of the session's last k messages (serialized ChatTurn), what the model is
@@ -17,23 +17,15 @@ A session belongs to one client; its keys share one hash slot, `sb:chat:{<client
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Sequence
 
 from google.protobuf import timestamp_pb2
-from temporalio import activity
 from valkey import exceptions as valkey_errors
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import jobs_pb2
-from switchboard.common.errors import NotFound, SwitchboardError, Unavailable
 
-from . import ids
-from .activities import enter_job
-from .chatflow import APPEND_TURN, LOAD_SESSION
-from .outage import application_error
-
-log = logging.getLogger(__name__)
+from ..shared.errors import ChatStoreUnavailable
 
 ChatTurn = jobs_pb2.ChatTurn
 DEFAULT_WINDOW = 10
@@ -56,14 +48,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], first)
 return first
 """
-
-
-class ChatSessionNotFound(NotFound):
-    reason = "CHAT_SESSION_NOT_FOUND"
-
-
-class ChatStoreUnavailable(Unavailable):
-    reason = "CHAT_STORE_UNAVAILABLE"
 
 
 def _key(client_id: str, session_id: str, part: str) -> str:
@@ -152,33 +136,3 @@ def _timestamp(text: str) -> timestamp_pb2.Timestamp:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-class ChatActivities:
-    """`load_session` and `append_turn`; the session belongs to the workflow's client."""
-
-    def __init__(self, sessions: ChatSessions) -> None:
-        self._sessions = sessions
-
-    @activity.defn(name=LOAD_SESSION)
-    async def load_session(self, session_id: str) -> jobs_pb2.ChatSession:
-        """The session's window (its last k messages) as a ChatSession."""
-        client_id = ids.split_workflow_id(enter_job())[0]
-        try:
-            turns = await self._sessions.window(client_id, session_id)
-        except SwitchboardError as e:
-            raise application_error(e) from e
-        log.info("chat window loaded", extra={"fields": {"messages": len(turns)}})
-        return jobs_pb2.ChatSession(name=f"sessions/{session_id}", turns=turns)
-
-    @activity.defn(name=APPEND_TURN)
-    async def append_turn(self, session: jobs_pb2.ChatSession) -> None:
-        """Appends the job's messages (`session.turns`) to the window and the transcript;
-        a retry after an append that did happen appends nothing."""
-        client_id = ids.split_workflow_id(enter_job())[0]
-        session_id = session.name.removeprefix("sessions/")
-        try:
-            first = await self._sessions.append(client_id, session_id, session.turns)
-        except SwitchboardError as e:
-            raise application_error(e) from e
-        log.info("chat turn appended", extra={"fields": {"transcript_id": first}})

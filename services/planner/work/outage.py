@@ -16,8 +16,7 @@ OUTAGE_HORIZON_EXCEEDED: the activity does not know their cause.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -31,22 +30,11 @@ from temporalio.worker import (
 
 from switchboard.common.errors import SwitchboardError
 
-# Reasons that name an unavailable dependency, whatever gRPC code carries them.
-OUTAGE_REASONS = frozenset(
-    {
-        "UNAVAILABLE",
-        "UPSTREAM_UNAVAILABLE",
-        "BACKEND_UNAVAILABLE",
-        "CIRCUIT_OPEN",
-        "QUEUE_FULL",
-        "INFERENCE_STREAM_ENDED",
-        "EVENT_LOG_UNAVAILABLE",
-        "VECTOR_STORE_UNAVAILABLE",
-        "CHAT_STORE_UNAVAILABLE",
-        "TEMPORAL_UNAVAILABLE",
-    }
-)
-HORIZON_EXCEEDED = "OUTAGE_HORIZON_EXCEEDED"
+from ..shared import errors
+from ..shared.config import RetrySchedule
+
+OUTAGE_REASONS = errors.OUTAGE_REASONS
+HORIZON_EXCEEDED = errors.OUTAGE_HORIZON_EXCEEDED
 # Failures that a retry cannot fix: the job fails at once.
 _FINAL_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -69,24 +57,6 @@ def application_error(error: SwitchboardError) -> ApplicationError:
     return ApplicationError(
         error.message, *details, type=error.reason, non_retryable=error.code in _FINAL_CODES
     )
-
-
-@dataclass(frozen=True)
-class RetrySchedule:
-    """The worker's retry schedule (SWITCHBOARD_WORKER_OUTAGE_*, SWITCHBOARD_WORKER_RETRY_*)."""
-
-    horizon_seconds: float = 300.0
-    initial_interval_seconds: float = 1.0
-    max_interval_seconds: float = 15.0
-    backoff: float = 2.0
-    # Attempts for a retryable failure that is not an outage.
-    max_attempts: int = 3
-
-    def delay(self, attempt: int) -> timedelta:
-        """The wait after attempt `attempt` failed: initial * backoff**(attempt-1), capped."""
-        exponent = min(attempt - 1, 64)  # bounded: the cap is reached long before
-        seconds = self.initial_interval_seconds * self.backoff**exponent
-        return timedelta(seconds=min(seconds, self.max_interval_seconds))
 
 
 def is_outage(error: ApplicationError) -> bool:
@@ -202,6 +172,6 @@ class _Inbound(ActivityInboundInterceptor):
                 "the activity failed unexpectedly",
                 grpc.StatusCode.INTERNAL.name,
                 {"exception": type(e).__name__},
-                type="INTERNAL",
+                type=errors.INTERNAL,
             )
             raise failed(error, schedule) from e

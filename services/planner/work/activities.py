@@ -2,7 +2,7 @@
 the job's event log; `embed` embeds a batch of texts; `publish_event` appends the workflow's
 state changes to the log. (`deliver_webhook` is in `delivery.py`.)
 
-Both find the job from the workflow id (`{client}/{job_id}`), so their inputs are only the
+Both find the job from the workflow id (`enter_job`: a JobRef), so their inputs are only the
 pipeline input and the event.
 """
 
@@ -22,17 +22,20 @@ from switchboard.api.planner.v1 import tasks_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError, from_rpc_error
 from switchboard.common.hashkeys import JOB_ID_HEADER, SESSION_ID_HEADER
+from switchboard.common.jobref import JobRef
 
-from . import ids, outage
-from .events import EventLog, job_event
-from .outage import RetrySchedule, application_error
-from .records import Generations
-from .workflows import (
+from ..shared import errors
+from ..shared.config import RetrySchedule
+from ..shared.tasks import (
     EMBED,
     GENERATE,
     GENERATE_STAGE,
     PUBLISH_EVENT,
 )
+from ..stores.events import EventLog, job_event
+from . import outage
+from .outage import application_error
+from .records import Generations
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,11 @@ class Activities:
 
     @activity.defn(name=PUBLISH_EVENT)
     async def publish_event(self, event: events_pb2.JobEvent) -> str:
-        wid = enter_job()
+        ref = enter_job()
         try:
             if event.HasField("state_changed"):
-                return await self._events.append_state(wid, event)
-            return await self._events.append(wid, event)
+                return await self._events.append_state(ref, event)
+            return await self._events.append(ref, event)
         except SwitchboardError as e:
             failure = outage.failed(application_error(e), self._schedule)
             if event.HasField("state_changed") and failure.non_retryable:
@@ -84,53 +87,52 @@ class Activities:
     async def generate_stage(self, task: tasks_pb2.GenerationTask) -> pipelines_pb2.GenerateOutput:
         """Streams one generation into the job's event log (token events tagged with the
         stage); heartbeats throughout, and stops the generation when cancelled."""
-        wid = enter_job()
+        ref = enter_job()
         attempt = activity.info().attempt
         try:
             outage.check_horizon(self._schedule)
             # A finished attempt whose completion was lost: its result, nothing generated.
-            if (found := await self._generations.find(wid, task.stage)) is not None:
+            if (found := await self._generations.find(ref, task.stage)) is not None:
                 log.info("generation found recorded", extra={"fields": {"attempt": attempt}})
                 return found
-            output = await self._generate(wid, task, attempt)
-            await self._generations.record(wid, task.stage, output)
+            output = await self._generate(ref, task, attempt)
+            await self._generations.record(ref, task.stage, output)
             return output
         except grpc.aio.AioRpcError as e:
             error = outage.failed(application_error(from_rpc_error(e)), self._schedule)
-            await self._log_failure(wid, task.stage, attempt, error)
+            await self._log_failure(ref, task.stage, attempt, error)
             raise error from e
         except ApplicationError as e:  # the model's own error, or the stream ended early
             error = outage.failed(e, self._schedule)
-            await self._log_failure(wid, task.stage, attempt, error)
+            await self._log_failure(ref, task.stage, attempt, error)
             if error is e:  # final already
                 raise
             raise error from e
         except SwitchboardError as e:  # the event log's errors (EVENT_LOG_UNAVAILABLE)
             error = outage.failed(application_error(e), self._schedule)
-            await self._log_failure(wid, task.stage, attempt, error)
+            await self._log_failure(ref, task.stage, attempt, error)
             raise error from e
 
     async def _generate(
-        self, wid: str, task: tasks_pb2.GenerationTask, attempt: int
+        self, ref: JobRef, task: tasks_pb2.GenerationTask, attempt: int
     ) -> pipelines_pb2.GenerateOutput:
-        job_id = ids.split_workflow_id(wid)[1]
         if attempt > 1:
-            await self._events.append(wid, _retrying(wid, task.stage, attempt))
+            await self._events.append(ref, _retrying(ref, task.stage, attempt))
         fields = {"model": task.start.model, "attempt": attempt, "stage": task.stage}
         log.info("generation started", extra={"fields": fields})
-        request_id = f"{job_id}.{task.stage}" if task.stage else job_id
-        affinity = task.affinity_key or job_id
+        request_id = ref.request_id(task.stage)
+        affinity = task.affinity_key or ref.id
         call: Call = self._inference.Generate(
             None,
             metadata=telemetry.trace_metadata(
-                (SESSION_ID_HEADER, affinity), (JOB_ID_HEADER, job_id)
+                (SESSION_ID_HEADER, affinity), (JOB_ID_HEADER, ref.id)
             ),
         )
         request = inference_pb2.GenerateRequest(request_id=request_id, start=task.start)
-        return await self._stream(call, request, wid, task.stage)
+        return await self._stream(call, request, ref, task.stage)
 
     async def _log_failure(
-        self, wid: str, stage: str, attempt: int, error: ApplicationError
+        self, ref: JobRef, stage: str, attempt: int, error: ApplicationError
     ) -> None:
         """Tells the job's followers why an attempt failed (Temporal keeps it only in its
         history). While the log is down the event is kept and appended once it is back."""
@@ -139,29 +141,28 @@ class Activities:
             message=f"generation attempt {attempt} failed ({error.type}): {error.message}",
             stage=stage,
         )
-        if not await self._events.append_log(wid, job_event(wid, log=line)):
+        if not await self._events.append_log(ref, job_event(ref, log=line)):
             log.warning("failed attempt logged later", extra={"fields": {"stage": stage}})
 
     @activity.defn(name=EMBED)
     async def embed(self, request: pipelines_pb2.EmbedInput) -> pipelines_pb2.EmbedOutput:
-        wid = enter_job()
-        job_id = ids.split_workflow_id(wid)[1]
+        ref = enter_job()
         log.info("embedding started", extra={"fields": {"texts": len(request.texts)}})
         try:
             reply = await self._inference.Embed(
                 inference_pb2.EmbedRequest(model=request.model, texts=request.texts),
-                metadata=telemetry.trace_metadata((JOB_ID_HEADER, job_id)),
+                metadata=telemetry.trace_metadata((JOB_ID_HEADER, ref.id)),
             )
         except grpc.aio.AioRpcError as e:
             raise application_error(from_rpc_error(e)) from e
         return pipelines_pb2.EmbedOutput(embeddings=reply.embeddings, model=reply.model)
 
     async def _stream(
-        self, call: Call, start: inference_pb2.GenerateRequest, wid: str, stage: str
+        self, call: Call, start: inference_pb2.GenerateRequest, ref: JobRef, stage: str
     ) -> pipelines_pb2.GenerateOutput:
         # Reading happens in its own task: cancelling a task blocked in `call.read()` would
         # cancel the whole call, and the cancel message must still reach the server.
-        collect = asyncio.create_task(self._collect(call, wid, start.request_id, stage))
+        collect = asyncio.create_task(self._collect(call, ref, start.request_id, stage))
         try:
             await call.write(start)
             return await asyncio.shield(collect)
@@ -173,7 +174,7 @@ class Activities:
             await asyncio.gather(collect, return_exceptions=True)
 
     async def _collect(
-        self, call: Call, wid: str, request_id: str, stage: str
+        self, call: Call, ref: JobRef, request_id: str, stage: str
     ) -> pipelines_pb2.GenerateOutput:
         """Logs each delta as a token event until the generation is done."""
         texts: list[str] = []
@@ -185,7 +186,7 @@ class Activities:
             kind = response.WhichOneof("event")
             if kind == "delta":
                 texts.append(response.delta.text)
-                await self._events.append(wid, _token(wid, stage, response.delta))
+                await self._events.append(ref, _token(ref, stage, response.delta))
                 activity.heartbeat(len(texts))
             elif kind == "done":
                 done = response.done
@@ -200,24 +201,25 @@ class Activities:
         raise ApplicationError(
             "the inference stream ended before the generation finished",
             grpc.StatusCode.UNAVAILABLE.name,
-            type="INFERENCE_STREAM_ENDED",
+            type=errors.INFERENCE_STREAM_ENDED,
         )
 
 
-def _token(wid: str, stage: str, delta: inference_pb2.TokenDelta) -> events_pb2.JobEvent:
+def _token(ref: JobRef, stage: str, delta: inference_pb2.TokenDelta) -> events_pb2.JobEvent:
     token = events_pb2.TokenDelta(text=delta.text, index=delta.index, stage=stage)
-    return job_event(wid, token=token)
+    return job_event(ref, token=token)
 
 
-def enter_job() -> str:
-    """The running activity's workflow id; also tags this task's logs with the job."""
-    wid = activity.info().workflow_id
-    if wid is None:
-        raise ApplicationError("runs only inside a job workflow", type="NOT_IN_WORKFLOW")
-    client_id, job_id = ids.split_workflow_id(wid)
-    telemetry.client_id_var.set(client_id)
-    telemetry.job_id_var.set(job_id)
-    return wid
+def enter_job() -> JobRef:
+    """The running activity's job, from its workflow id (where a job enters the worker); also
+    tags this task's logs with the job."""
+    workflow_id = activity.info().workflow_id
+    if workflow_id is None:
+        raise ApplicationError("runs only inside a job workflow", type=errors.NOT_IN_WORKFLOW)
+    ref = JobRef.from_workflow_id(workflow_id)
+    telemetry.client_id_var.set(ref.client)
+    telemetry.job_id_var.set(ref.id)
+    return ref
 
 
 def _retry_anyway(error: ApplicationError, schedule: RetrySchedule) -> ApplicationError:
@@ -230,13 +232,13 @@ def _retry_anyway(error: ApplicationError, schedule: RetrySchedule) -> Applicati
     )
 
 
-def _retrying(wid: str, stage: str, attempt: int) -> events_pb2.JobEvent:
+def _retrying(ref: JobRef, stage: str, attempt: int) -> events_pb2.JobEvent:
     # Tokens restart at index 0 after this event; earlier ones belong to a failed attempt.
     progress = events_pb2.Progress(
         stage=stage or "generate",
         message=f"retrying (attempt {attempt}); tokens restart at index 0",
     )
-    return job_event(wid, progress=progress)
+    return job_event(ref, progress=progress)
 
 
 async def _cancel(call: Call, request_id: str, collect: asyncio.Task[object]) -> None:

@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 
-from .errors import InvalidPageToken
+from ..shared.errors import InvalidPageToken
 
 _VERSION = b"\x01"
 _SUM_BYTES = 8

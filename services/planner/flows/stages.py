@@ -31,12 +31,10 @@ with workflow.unsafe.imports_passed_through():
     from switchboard.api.jobs.v1 import pipelines_pb2
     from switchboard.api.planner.v1 import tasks_pb2
 
-    from . import graphs
+    from ..shared import errors, graphs
 
 if TYPE_CHECKING:
-    # Only a type here: inside the sandbox this module must not reach for the workflow's
-    # module, which may be another copy of it (so errors are raised through `wf.fail`).
-    from .workflows import JobWorkflow
+    from .context import JobContext
 
 Stage = pipelines_pb2.Stage
 StageResult = pipelines_pb2.StageResult
@@ -53,7 +51,7 @@ class _TimedOut(Exception):
     """The stage's budget ran out; its work has been stopped."""
 
 
-async def run_graph(wf: JobWorkflow, graph: pipelines_pb2.StageGraph) -> None:
+async def run_graph(wf: JobContext, graph: pipelines_pb2.StageGraph) -> None:
     """The `graph` pipeline: sets `result.graph`; fails on the first failed stage unless the
     graph allows partial results."""
     _checked(wf, graph)
@@ -64,12 +62,12 @@ async def run_graph(wf: JobWorkflow, graph: pipelines_pb2.StageGraph) -> None:
         wf.fail(graphs.stage_failed(runner.failed))
 
 
-async def run_fan_out(wf: JobWorkflow, fan_out: pipelines_pb2.FanOutInput) -> None:
+async def run_fan_out(wf: JobContext, fan_out: pipelines_pb2.FanOutInput) -> None:
     """The `fan-out` pipeline: sets `result.fan_out`; fails when fewer than `min_succeeded`
     branches (1 when unset) succeeded."""
     try:
         graphs.check_fan_out(fan_out)
-    except graphs.InvalidStageGraph as e:
+    except errors.InvalidStageGraph as e:
         wf.fail(e.to_status())
     graph = graphs.fan_out_graph(fan_out)
     output = await StageRunner(wf, graph.stages, fail_fast=False).run()
@@ -79,18 +77,18 @@ async def run_fan_out(wf: JobWorkflow, fan_out: pipelines_pb2.FanOutInput) -> No
         wf.fail(graphs.too_few_succeeded(output, needed))
 
 
-def _checked(wf: JobWorkflow, graph: pipelines_pb2.StageGraph) -> None:
+def _checked(wf: JobContext, graph: pipelines_pb2.StageGraph) -> None:
     """CreateJob refused bad graphs; a workflow started another way is checked here too."""
     try:
         graphs.check_graph(graph)
-    except graphs.InvalidStageGraph as e:
+    except errors.InvalidStageGraph as e:
         wf.fail(e.to_status())
 
 
 class StageRunner:
     """Runs stages in dependency order, in parallel where they are independent."""
 
-    def __init__(self, wf: JobWorkflow, stages: Sequence[Stage], *, fail_fast: bool) -> None:
+    def __init__(self, wf: JobContext, stages: Sequence[Stage], *, fail_fast: bool) -> None:
         self._wf = wf
         self._stages = list(stages)
         self._fail_fast = fail_fast

@@ -21,8 +21,9 @@ from temporalio import activity
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import pipelines_pb2
+from switchboard.common.jobref import JobRef
 
-from .events import reachable
+from ..stores.events import reachable
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ MEMO_LIMIT = 1024
 _RUN, _OUTPUT = b"run", b"output"
 
 
-def record_key(wid: str, stage: str) -> str:
-    return f"sb:{{{wid}}}:generated:{stage or '-'}"
+def record_key(ref: JobRef, stage: str) -> str:
+    return ref.key(f"generated:{stage or '-'}")
 
 
 class Generations:
@@ -41,30 +42,30 @@ class Generations:
     def __init__(self, client: Valkey, *, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
         self._client = client
         self._ttl = ttl_seconds
-        self._memo: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
+        self._memo: OrderedDict[tuple[JobRef, str], tuple[str, bytes]] = OrderedDict()
 
-    async def find(self, wid: str, stage: str) -> pipelines_pb2.GenerateOutput | None:
+    async def find(self, ref: JobRef, stage: str) -> pipelines_pb2.GenerateOutput | None:
         """The result this activity recorded in an earlier attempt, if any."""
         owner = _owner()
-        kept = self._memo.get((wid, stage))
+        kept = self._memo.get((ref, stage))
         if kept is not None and kept[0] == owner:
             return pipelines_pb2.GenerateOutput.FromString(kept[1])
         with reachable():
-            pending = self._client.hmget(record_key(wid, stage), [_RUN, _OUTPUT])
+            pending = self._client.hmget(record_key(ref, stage), [_RUN, _OUTPUT])
             run, output = await cast(Awaitable[list[bytes | None]], pending)
         if run is None or output is None or run.decode() != owner:
             return None  # none, or another run's (a job id used again)
         return pipelines_pb2.GenerateOutput.FromString(output)
 
-    async def record(self, wid: str, stage: str, output: pipelines_pb2.GenerateOutput) -> None:
+    async def record(self, ref: JobRef, stage: str, output: pipelines_pb2.GenerateOutput) -> None:
         """Records the result (raises EventLogUnavailable when Valkey cannot take it; the
         process keeps it meanwhile)."""
         owner, data = _owner(), output.SerializeToString()
-        self._memo[(wid, stage)] = (owner, data)
-        self._memo.move_to_end((wid, stage))
+        self._memo[(ref, stage)] = (owner, data)
+        self._memo.move_to_end((ref, stage))
         while len(self._memo) > MEMO_LIMIT:
             self._memo.popitem(last=False)
-        key = record_key(wid, stage)
+        key = record_key(ref, stage)
         with reachable():
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping={_RUN: owner, _OUTPUT: data})
