@@ -52,3 +52,20 @@ def test_an_edge_module_importing_the_launcher_breaks_the_contracts(tmp_path: Pa
     assert "services import neither the launcher nor the cli BROKEN" in out, out
     assert "switchboard.edge.codec -> switchboard.launcher.ports" in out, out
     assert "services are independent of each other KEPT" in out, out
+
+
+def test_a_workflow_module_importing_valkey_breaks_the_planner_contracts(tmp_path: Path) -> None:
+    # The workflow side runs in Temporal's sandbox: no I/O client may reach it.
+    copy = tmp_path / "switchboard"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    chatflow = copy / "planner" / "flows" / "chatflow.py"
+    chatflow.write_text(chatflow.read_text() + "\nfrom valkey.asyncio import Valkey  # noqa\n")
+
+    done = _lint_imports(tmp_path, pythonpath=tmp_path)
+
+    assert done.returncode != 0
+    out = done.stdout
+    assert "planner: the workflow side and the shared code do no I/O BROKEN" in out, out
+    assert "switchboard.planner.flows.chatflow -> valkey" in out, out
+    assert "planner: no import cycles (TYPE_CHECKING imports count) KEPT" in out, out
