@@ -32,7 +32,7 @@ INTERNAL_HEADER: Final = "x-switchboard-internal"
 UNARY_TIMEOUT_SECONDS: Final = 30.0
 
 Metadata = tuple[tuple[str, str], ...]
-JobLike = JobRef | str
+JobLike = JobRef | str | jobs_pb2.Job
 Req = TypeVar("Req", bound=message.Message)
 Resp = TypeVar("Resp", bound=message.Message)
 
@@ -65,8 +65,8 @@ class JobsClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    def ref(self, job: JobLike | jobs_pb2.Job) -> JobRef:
-        """A job's identity from a JobRef, a `jobs/{id}` name, a bare id or a Job."""
+    def ref(self, job: JobLike) -> JobRef:
+        """A job's identity from a JobRef, a Job, a `jobs/{id}` name or a bare id."""
         if isinstance(job, JobRef):
             return job
         name = job.name if isinstance(job, jobs_pb2.Job) else job

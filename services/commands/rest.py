@@ -94,16 +94,16 @@ class Api:
     def events(self, job_id: str, after: str = "") -> Iterator[ServerSentEvent]:
         """The job's events after `after`, ending after its terminal state change; a response
         that ends early or breaks is resumed from the last event id it delivered."""
-        cursor, failures = after, 0
+        cursor, failures, reached = after, 0, False
         while True:
             headers = {"Last-Event-ID": cursor} if cursor else {}
+            path = f"/v1/jobs/{job_id}/events"
             try:
-                with connect_sse(
-                    self.http, "GET", f"/v1/jobs/{job_id}/events", headers=headers
-                ) as source:
+                with connect_sse(self.http, "GET", path, headers=headers) as source:
                     if source.response.is_error:
                         source.response.read()
                         raise api_error(source.response)
+                    reached = True
                     for event in source.iter_sse():
                         failures = 0
                         cursor = event.id or cursor
@@ -111,13 +111,17 @@ class Api:
                         if event.event == "error" or is_terminal(event):
                             return
             except httpx.TransportError:
-                pass  # resumed below
-            except ApiError as refused:
-                if refused.retry_after is None:
+                failures += 1
+                if not reached or failures > MAX_RESUMES:
+                    raise  # never reached at all, or it keeps breaking
+            except ApiError as refused:  # a cap on streams: wait as asked, then again
+                failures += 1
+                if refused.retry_after is None or failures > MAX_RESUMES:
                     raise
-            failures += 1
-            if failures > MAX_RESUMES:
-                raise ApiError(0, "UNAVAILABLE", "the event stream kept breaking", None)
+            else:  # the response ended before the job did (the edge's stream lifetime)
+                failures += 1
+                if failures > MAX_RESUMES:
+                    raise ApiError(0, "UNAVAILABLE", "the event stream keeps ending early", None)
             time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
 
 
