@@ -2,15 +2,17 @@
 health, metrics, OpenAPI and /docs; the Google error shape, OpenAI's on OpenAI's routes.
 
 The lifespan owns the one gRPC channel to the planner and the one to the inference service
-and hands them to requests in the typed state (`EdgeState`, `openai.InteractiveState`).
+and hands them to requests in the typed state (`AppState`: the job API's `JobApiState` and
+the OpenAI package's `InteractiveState`, both over the neutral `state.EdgeState`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import prometheus_client
 from starlette.applications import Starlette
@@ -19,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from valkey.asyncio import Valkey
 
 from switchboard.common.errors import InvalidArgument, SwitchboardError
@@ -28,20 +30,20 @@ from . import apidocs
 from .auth import ApiKeys, Authenticator
 from .config import Settings
 from .errors import MethodNotAllowed, RouteNotFound, internal_error
-from .handlers import EdgeRequest, EdgeState, starlette_routes
+from .handlers import EdgeRequest, JobApiState, starlette_routes
 from .hub import Hub
-from .inference import Inference
 from .keys import KeyStore
 from .middleware import Admission, Observe, WellFormed
-from .openai import InteractiveState, openai_routes, refusal
-from .openai_schema import add_openai
+from .openai.endpoints import InteractiveState, openai_routes, refusal
+from .openai.inference import Inference
+from .openai.schema import add_openai
+from .openai.websocket import chat_socket
 from .openapi import document
 from .planner import Planner
 from .ratelimit import RateLimiter
-from .routes import job_routes
+from .routes import RouteTable, job_routes
 from .streams import StreamSlots
 from .tokens import StreamTokenAuth, StreamTokens
-from .websocket import chat_socket
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,23 @@ CORS_RESPONSE_HEADERS = [
 ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What the app builds once at start-up and every request shares through the state."""
+
+    settings: Settings
+    keys: ApiKeys
+    table: RouteTable
+    tokens: StreamTokens
+    streams: StreamSlots
+    draining: asyncio.Event
+    valkey: Valkey | None
+
+
+class AppState(JobApiState, InteractiveState):
+    """What the lifespan yields: the job API's state and the OpenAI package's together."""
+
+
 def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> Starlette:
     """`draining`, once set, ends open SSE streams so a shutdown need not wait them out."""
     keys = ApiKeys.parse(settings.api_keys)
@@ -70,56 +89,10 @@ def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> 
     if not keys and not valkey:
         log.warning("no API keys configured; every /v1 request will get 401")
     table = job_routes()
-    openapi_doc = add_openai(document(table))
-    docs_page = apidocs.render(openapi_doc)
+    routes = _routes(table)
     drain = draining if draining is not None else asyncio.Event()
     tokens = StreamTokens.from_settings(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[EdgeState]:
-        planner = Planner(settings.planner_address, settings.internal_token)
-        hub = Hub(planner)
-        inference = Inference(settings.inference_address)
-        renewing = asyncio.create_task(streams.renew_forever())
-        try:
-            yield InteractiveState(
-                planner=planner,
-                keys=keys,
-                routes=table,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                draining=drain,
-                hub=hub,
-                tokens=tokens,
-                max_wait_seconds=settings.max_wait_seconds,
-                sse_max_seconds=settings.sse_max_seconds,
-                inference=inference,
-                streams=streams,
-            )
-        finally:
-            renewing.cancel()
-            await hub.close()
-            await streams.close()
-            await planner.close()
-            await inference.close()
-            if valkey is not None:
-                await valkey.aclose()
-
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_doc)
-
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_page)
-
-    routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
-        *starlette_routes(table),
-        *openai_routes(),
-        WebSocketRoute("/v1/chat/ws", chat_socket),
-    ]
+    parts = _Parts(settings, keys, table, tokens, streams, drain, valkey)
     return Starlette(
         routes=routes,
         middleware=[
@@ -130,8 +103,74 @@ def create_app(settings: Settings, *, draining: asyncio.Event | None = None) -> 
             Middleware(Admission, auth=auth, limiter=limiter, routes=routes, refusal=refusal),
         ],
         exception_handlers={HTTPException: http_error, Exception: unexpected_error},
-        lifespan=lifespan,
+        lifespan=_lifespan(parts),
     )
+
+
+def _lifespan(parts: _Parts) -> Callable[[Starlette], AbstractAsyncContextManager[AppState]]:
+    """Opens the one gRPC channel to the planner and the one to the inference service, and
+    hands them to requests in the typed state; closes everything on the way out."""
+    settings = parts.settings
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
+        planner = Planner(settings.planner_address, settings.internal_token)
+        hub = Hub(planner)
+        inference = Inference(settings.inference_address)
+        renewing = asyncio.create_task(parts.streams.renew_forever())
+        try:
+            yield AppState(
+                planner=planner,
+                keys=parts.keys,
+                routes=parts.table,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                draining=parts.draining,
+                hub=hub,
+                tokens=parts.tokens,
+                max_wait_seconds=settings.max_wait_seconds,
+                sse_max_seconds=settings.sse_max_seconds,
+                inference=inference,
+                streams=parts.streams,
+            )
+        finally:
+            renewing.cancel()
+            await hub.close()
+            await parts.streams.close()
+            await planner.close()
+            await inference.close()
+            if parts.valkey is not None:
+                await parts.valkey.aclose()
+
+    return lifespan
+
+
+def _routes(table: RouteTable) -> list[BaseRoute]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *_document_routes(table),
+        *starlette_routes(table),
+        *openai_routes(),
+        WebSocketRoute("/v1/chat/ws", chat_socket),
+    ]
+
+
+def _document_routes(table: RouteTable) -> list[BaseRoute]:
+    """`/openapi.json` and `/docs`, rendered once: the routes cannot change while it runs."""
+    openapi_doc = add_openai(document(table))
+    docs_page = apidocs.render(openapi_doc)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_doc)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_page)
+
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
 
 
 def _cors(origins: tuple[str, ...]) -> list[Middleware]:

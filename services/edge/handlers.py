@@ -6,11 +6,10 @@ route (verb, body field, streaming, 200/202). A bad request never leaves the edg
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, TypedDict
+from typing import Final
 
 from google.protobuf import message
 from starlette.requests import Request
@@ -21,6 +20,7 @@ from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common import telemetry
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.hashkeys import JOB_ID_HEADER
+from switchboard.common.jobref import JobRef
 from switchboard.common.validation import validate
 
 from . import bodies, codec
@@ -32,7 +32,7 @@ from .planner import Metadata, Planner
 from .routes import RestRoute, RouteTable, build_request, expand
 from .sse import HEADERS as SSE_HEADERS
 from .sse import EventStream, Tick
-from .streams import StreamSlots
+from .state import EdgeState
 from .tokens import QUERY_PARAMETER as TOKEN_PARAMETER
 from .tokens import StreamTokens
 from .wait import preferred_wait, until_finished
@@ -49,22 +49,20 @@ _WATCH_EXTRAS: Final = frozenset({"after", "lastEventId", TOKEN_PARAMETER})
 CACHE_CONTROL: Final = "private, no-cache"
 
 
-class EdgeState(TypedDict):
-    """What the lifespan hands every request (`request.state[...]`)."""
+class JobApiState(EdgeState):
+    """EdgeState plus the planner channel and what the job routes keep per edge."""
 
     planner: Planner
     keys: ApiKeys
     routes: RouteTable
     heartbeat_seconds: float
-    draining: asyncio.Event
     hub: Hub
     tokens: StreamTokens
     max_wait_seconds: float
     sse_max_seconds: float
-    streams: StreamSlots
 
 
-EdgeRequest = Request[EdgeState]
+EdgeRequest = Request[JobApiState]
 Endpoint = Callable[[EdgeRequest], Awaitable[Response]]
 
 
@@ -144,7 +142,7 @@ async def _create(
     headers["Preference-Applied"] = f"wait={wait}"
     if job.state in _UNFINISHED:
         # From here on the calls name the job, so Envoy can hash them to its planner.
-        named = (*metadata, (JOB_ID_HEADER, job.name.removeprefix("jobs/")))
+        named = (*metadata, (JOB_ID_HEADER, JobRef.from_name(client, job.name).id))
         if await until_finished(state["hub"], client, job.name, named, wait):
             job = await _finished_job(state["planner"], job, named)
     status = route.status if job.state in _UNFINISHED else 200

@@ -27,6 +27,7 @@ import prometheus_client
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import SwitchboardError
+from switchboard.common.jobstates import is_terminal
 
 from .errors import internal_error, upstream_error
 from .planner import Metadata, Planner
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 BUFFER_EVENTS: Final = 512
 CANCEL_LABEL: Final = "cancel-on-disconnect"
-_TERMINAL: Final = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 _UNFINISHED: Final = frozenset({jobs_pb2.Job.QUEUED, jobs_pb2.Job.RUNNING})
 
 UPSTREAMS = prometheus_client.Gauge(
@@ -45,10 +45,6 @@ UPSTREAMS = prometheus_client.Gauge(
 )
 
 Key = tuple[str, str]
-
-
-def is_terminal(event: events_pb2.JobEvent) -> bool:
-    return event.HasField("state_changed") and event.state_changed.state in _TERMINAL
 
 
 class Hub:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 import grpc
 import prometheus_client
@@ -20,11 +20,8 @@ from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
 from switchboard.common.errors import SwitchboardError
 
 from .errors import upstream_error
-from .planner import Metadata
+from .planner import Metadata, Planner
 from .sse import Tick, Upstream
-
-if TYPE_CHECKING:
-    from .hub import Channel
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +40,28 @@ REPLAYS = prometheus_client.Counter(
 Item = events_pb2.JobEvent | Tick | SwitchboardError
 
 
+class Feed(Protocol):
+    """What a subscriber needs of the shared feed it follows (`hub.Channel`); a protocol, so
+    this module does not import the hub that imports it."""
+
+    @property
+    def key(self) -> tuple[str, str]: ...
+
+    @property
+    def planner(self) -> Planner: ...
+
+    def resume_index(self, cursor: str) -> int | None: ...
+
+    def attach(self, subscription: Subscription, start: int | None) -> None: ...
+
+    def leave(self, subscription: Subscription, client_left: bool) -> None: ...
+
+
 class Subscription:
     """One subscriber: what it missed, then the shared live feed; while its cursor is older
     than the shared buffer, its own replay call until the two meet."""
 
-    def __init__(self, channel: Channel, cursor: str, metadata: Metadata) -> None:
+    def __init__(self, channel: Feed, cursor: str, metadata: Metadata) -> None:
         self.cursor = cursor
         self._channel = channel
         self._metadata = metadata

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.errors import SwitchboardError
+from switchboard.common.jobstates import is_terminal
 
 from .headers import delta_seconds
-from .hub import Hub, is_terminal
+from .hub import Hub
 from .planner import Metadata
 from .sse import Tick
 

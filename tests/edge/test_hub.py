@@ -22,9 +22,10 @@ import pytest_asyncio
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
 from switchboard.common.errors import AlreadyExists, NotFound, SwitchboardError, Unavailable
 from switchboard.common.grpcserver import ServiceInterceptor
+from switchboard.common.jobstates import is_terminal
 from switchboard.edge import hub as hub_module
 from switchboard.edge import subscription as subscription_module
-from switchboard.edge.hub import CANCEL_LABEL, Hub, is_terminal
+from switchboard.edge.hub import CANCEL_LABEL, Hub
 from switchboard.edge.planner import Planner
 from switchboard.edge.sse import Tick
 from switchboard.edge.subscription import Subscription

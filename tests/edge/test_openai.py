@@ -20,8 +20,9 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common.errors import ResourceExhausted
-from switchboard.edge import openai_requests, openai_wire
-from switchboard.edge.openai import error_response
+from switchboard.edge.openai import requests as openai_requests
+from switchboard.edge.openai import wire as openai_wire
+from switchboard.edge.openai.endpoints import error_response
 from switchboard.edge.server import EdgeServer, build_server
 
 from ..planner.support import eventually

@@ -21,14 +21,16 @@ from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.settings import Secret
 from switchboard.common.validation import validate
-from switchboard.edge import bodies, codec, headers, openai, openai_requests, wait
+from switchboard.edge import bodies, codec, headers, wait
 from switchboard.edge.auth import CLIENT_SCOPE_KEY, ApiKeys, bearer_key
 from switchboard.edge.config import Settings
 from switchboard.edge.errors import http_status
 from switchboard.edge.handlers import _etag_matches
+from switchboard.edge.openai import endpoints as openai
+from switchboard.edge.openai import requests as openai_requests
+from switchboard.edge.openai.websocket import _frame, _id
 from switchboard.edge.routes import build_request, job_routes
 from switchboard.edge.tokens import StreamTokens
-from switchboard.edge.websocket import _frame, _id
 
 from .conftest import StandInPlanner, job
 

@@ -20,7 +20,7 @@ from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.common.errors import SwitchboardError
 
-from .errors import upstream_error
+from ..errors import upstream_error
 
 UNARY_TIMEOUT_SECONDS: Final = 60.0
 # After the cancels, how long the model may take to confirm before the call is cut.

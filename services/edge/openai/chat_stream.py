@@ -22,8 +22,9 @@ from starlette.types import Receive, Scope, Send
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common.errors import SwitchboardError, Unavailable
 
-from . import codec, openai_requests, openai_wire
-from .errors import http_status, internal_error
+from .. import codec
+from ..errors import http_status, internal_error
+from . import requests, wire
 from .inference import GenerateStream
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class Completion:
 
     id: str
     created: int
-    chat: openai_requests.ChatRequest
+    chat: requests.ChatRequest
 
     async def collect(self, stream: GenerateStream) -> dict[str, Any]:
         """The whole chat.completion; raises the generation's error."""
@@ -48,14 +49,14 @@ class Completion:
             if item.HasField("delta"):
                 text.append(item.delta.text)
             else:
-                return openai_wire.completion(self.id, self.created, "".join(text), item.done)
+                return wire.completion(self.id, self.created, "".join(text), item.done)
 
     def chunk(self, delta: dict[str, str] | None, finish: str | None = None, **extra: Any) -> bytes:
         # Chunks name the model asked for: the one that serves is known only at the end.
         model = self.chat.start.model
         if self.chat.include_usage and "usage" not in extra:
             extra["usage"] = None
-        body = openai_wire.chunk(self.id, self.created, model, delta, finish, **extra)
+        body = wire.chunk(self.id, self.created, model, delta, finish, **extra)
         return frame(body)
 
 
@@ -75,7 +76,7 @@ def frame(body: dict[str, Any]) -> bytes:
 
 def error_frame(error: SwitchboardError) -> bytes:
     status, _ = http_status(error)
-    return frame(openai_wire.error_object(error, status))
+    return frame(wire.error_object(error, status))
 
 
 class ChatStream(Response):
@@ -149,9 +150,9 @@ class ChatStream(Response):
                 await write(completion.chunk({"content": item.delta.text}))
                 continue
             self._finished = True
-            await write(completion.chunk({}, openai_wire.finish_reason(item.done)))
+            await write(completion.chunk({}, wire.finish_reason(item.done)))
             if completion.chat.include_usage:
-                await write(completion.chunk(None, usage=openai_wire.usage(item.done.usage)))
+                await write(completion.chunk(None, usage=wire.usage(item.done.usage)))
             await write(DONE_FRAME)
             return
 

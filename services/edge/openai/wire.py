@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common.errors import SwitchboardError
 
-from .openai_requests import param_of
+from .requests import param_of
 
 OWNER: Final = "switchboard"
 _FINISH: Final = {pb.FINISH_REASON_LENGTH: "length"}

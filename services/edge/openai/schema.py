@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Final
 
-from .openai_requests import MAX_SEED
+from .requests import MAX_SEED
 
 _REF: Final = "#/components/schemas/"
 _MAX_TEXT: Final = 32768

@@ -31,10 +31,11 @@ from switchboard.common.errors import (
 )
 from switchboard.common.validation import validate
 
-from . import codec, openai_requests, openai_wire
-from .errors import http_status, internal_error
+from .. import codec
+from ..errors import http_status, internal_error
+from . import requests, wire
+from .endpoints import Caller, InteractiveState, caller, error_response, json_object
 from .inference import GenerateStream
-from .openai import Caller, InteractiveState, caller, error_response, json_object
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class ChatSocket:
                 if request_id in self._open and self._stream is not None:
                     self._stream.cancel(request_id)
             else:
-                raise openai_requests.invalid("type", "must be 'start' or 'cancel'")
+                raise requests.invalid("type", "must be 'start' or 'cancel'")
         except SwitchboardError as exc:
             log.info("chat frame refused", extra={"fields": {"reason": exc.reason}})
             await self._send_error(request_id, exc)
@@ -130,7 +131,7 @@ class ChatSocket:
             )
         if len(self._open) >= MAX_OPEN:
             raise ResourceExhausted(f"at most {MAX_OPEN} generations may be open on one socket")
-        start = openai_requests.generate_start(frame)
+        start = requests.generate_start(frame)
         validate(pb.GenerateRequest(request_id=request_id, start=start))
         user = frame.get("user")
         stream = await self._generate_stream(user if isinstance(user, str) else "")
@@ -182,16 +183,14 @@ class ChatSocket:
                 "type": "done",
                 "id": request_id,
                 "finish_reason": _FINISH.get(done.finish_reason, "stop"),
-                "usage": openai_wire.usage(done.usage),
+                "usage": wire.usage(done.usage),
                 "model": done.model,
             }
         )
 
     async def _send_error(self, request_id: str | None, error: SwitchboardError) -> None:
         status, _ = http_status(error)
-        await self._send(
-            {"type": "error", "id": request_id, **openai_wire.error_object(error, status)}
-        )
+        await self._send({"type": "error", "id": request_id, **wire.error_object(error, status)})
 
     async def _send(self, frame: dict[str, Any]) -> None:
         if self._gone:
@@ -223,5 +222,5 @@ def _frame(raw: str | bytes) -> dict[str, Any]:
 def _id(frame: dict[str, Any]) -> str:
     request_id = frame.get("id")
     if not isinstance(request_id, str) or not request_id:
-        raise openai_requests.invalid("id", "must be a non-empty string")
+        raise requests.invalid("id", "must be a non-empty string")
     return request_id

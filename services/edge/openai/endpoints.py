@@ -26,11 +26,12 @@ from switchboard.common.errors import Cancelled, SwitchboardError
 from switchboard.common.hashkeys import SESSION_ID_HEADER
 from switchboard.common.validation import validate
 
-from . import bodies, errors, openai_requests, openai_wire
-from .auth import authenticated_client
+from .. import bodies, errors
+from ..auth import authenticated_client
+from ..errors import MalformedRequest, ModelNotFound, http_status, internal_error
+from ..state import EdgeState
+from . import requests, wire
 from .chat_stream import ChatStream, Completion
-from .errors import MalformedRequest, ModelNotFound, http_status, internal_error
-from .handlers import EdgeState
 from .inference import GenerateStream, Inference, Metadata
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ def caller(scope: MutableMapping[str, Any], headers: Mapping[str, str]) -> Calle
     """The client the Admission middleware authenticated, and the session the caller named."""
     client = authenticated_client(scope)
     session = headers.get(SESSION_ID_HEADER, "")
-    if session and not openai_requests.is_token(session):
-        raise openai_requests.invalid("X-Session-Id", "must be 1-128 printable ASCII characters")
+    if session and not requests.is_token(session):
+        raise requests.invalid("X-Session-Id", "must be 1-128 printable ASCII characters")
     return Caller(client, session)
 
 
@@ -85,18 +86,16 @@ def session_key(user: str) -> str:
     """A session key from OpenAI's `user`: as given when it fits in a header, else hashed."""
     if not user:
         return ""
-    return user if openai_requests.is_token(user) else openai_requests.hashed(user)
+    return user if requests.is_token(user) else requests.hashed(user)
 
 
 def error_response(error: SwitchboardError, headers: Mapping[str, str] | None = None) -> Response:
     status, extra = http_status(error)
     # OpenAI answers a model of the wrong kind ("not a chat model") with 404, as unknown.
     status = OPENAI_STATUS.get(error.reason, status)
-    if (wait := openai_wire.retry_after(error)) is not None:
+    if (wait := wire.retry_after(error)) is not None:
         extra["Retry-After"] = wait
-    return JSONResponse(
-        openai_wire.error_object(error, status), status, {**extra, **(headers or {})}
-    )
+    return JSONResponse(wire.error_object(error, status), status, {**extra, **(headers or {})})
 
 
 def is_openai_path(path: str) -> bool:
@@ -130,7 +129,7 @@ def _endpoint(handle: Handler) -> Callable[[InteractiveRequest], Awaitable[Respo
 
 
 async def _chat(request: InteractiveRequest, who: Caller) -> Response:
-    chat = openai_requests.parse_chat(await read_json(request))
+    chat = requests.parse_chat(await read_json(request))
     completion = Completion(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), chat)
     validate(pb.GenerateRequest(request_id=completion.id, start=chat.start))
     # A streamed completion holds one of the client's stream slots while it lasts.
@@ -181,24 +180,24 @@ async def _whole(stream: GenerateStream, completion: Completion, receive: Receiv
 
 
 async def _embeddings(request: InteractiveRequest, who: Caller) -> Response:
-    ask = openai_requests.parse_embeddings(await read_json(request))
+    ask = requests.parse_embeddings(await read_json(request))
     validate(ask.embed)
     reply = await request.state["inference"].embed(ask.embed, who.metadata(ask.user))
-    return JSONResponse(openai_wire.embeddings(reply, ask.encoding))
+    return JSONResponse(wire.embeddings(reply, ask.encoding))
 
 
 async def _models(request: InteractiveRequest, who: Caller) -> Response:
     reply = await request.state["inference"].list_models(who.metadata())
-    data = [openai_wire.model_entry(name) for name in openai_wire.model_names(reply)]
+    data = [wire.model_entry(name) for name in wire.model_names(reply)]
     return JSONResponse({"object": "list", "data": data})
 
 
 async def _model(request: InteractiveRequest, who: Caller) -> Response:
     model_id = request.path_params["model_id"]
     reply = await request.state["inference"].list_models(who.metadata())
-    if model_id not in openai_wire.model_names(reply):
+    if model_id not in wire.model_names(reply):
         raise ModelNotFound(f"unknown model {model_id!r}", metadata={"model": model_id})
-    return JSONResponse(openai_wire.model_entry(model_id))
+    return JSONResponse(wire.model_entry(model_id))
 
 
 async def read_json(request: Request[Any]) -> dict[str, Any]:
