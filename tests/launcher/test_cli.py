@@ -77,11 +77,12 @@ async def test_restart_refuses_unknown_names(
     assert await asyncio.wait_for(task, 30) == 0
 
 
-def test_restart_without_a_running_stack_is_a_usage_error(tmp_path: Path) -> None:
-    assert cli.restart(tmp_path, "worker", 5.0) == 2
+def test_restart_without_a_running_stack_is_a_runtime_failure(tmp_path: Path) -> None:
+    # 1, not 2: the command line is right, the stack is not there (issue 13).
+    assert cli.restart(tmp_path, "worker", 5.0) == 1
     (tmp_path / "state.json").write_text(json.dumps({"supervisor_pid": _dead_pid()}))
-    assert cli.restart(tmp_path, "worker", 5.0) == 2
-    assert cli.main(["restart", "--state-dir", str(tmp_path), "worker"]) == 2
+    assert cli.restart(tmp_path, "worker", 5.0) == 1
+    assert cli.main(["restart", "--state-dir", str(tmp_path), "worker"]) == 1
 
 
 def test_restart_needs_a_process_name() -> None:
@@ -144,7 +145,7 @@ def test_up_refuses_when_a_replica_port_is_taken(
         listener.bind(("127.0.0.1", taken))
         listener.listen()
         rc = cli.up(ports, tmp_path, {}, live=False, replicas=Replicas(inference=2))
-    assert rc == 2
+    assert rc == 1  # a runtime failure (a busy port), not a usage error
     assert f"ports in use: [{taken}]" in capsys.readouterr().err
     assert not (tmp_path / "state.json").exists()
 
