@@ -23,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
 import httpx
 from valkey.asyncio import Valkey
 
@@ -37,7 +36,8 @@ from benchmarks.edge_streams import (
 )
 from benchmarks.figures import pct
 from benchmarks.report import markdown_table, run_line, write_section
-from switchboard.api.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.client import JobsClient
 from switchboard.common.jobref import JobRef
 from switchboard.edge.keys import KeyStore
 from switchboard.launcher import background, stack
@@ -56,7 +56,7 @@ STACK_ENV = {
 async def measure_unary(mesh: Mesh, rows: list[Row], n: int) -> None:
     job_id = await mesh.create("test-streamer", max_tokens=2)
     await mesh.until_state(job_id, jobs_pb2.Job.SUCCEEDED)
-    request = jobs_pb2.GetJobRequest(name=JobRef(CLIENT, job_id).name)
+    job = JobRef(CLIENT, job_id)
     async with httpx.AsyncClient(headers=mesh.auth, timeout=30) as http:
 
         def rest(port: int) -> Callable[[], Awaitable[None]]:
@@ -67,7 +67,7 @@ async def measure_unary(mesh: Mesh, rows: list[Row], n: int) -> None:
             return call
 
         async def direct() -> None:
-            await mesh.planner.GetJob(request, metadata=mesh.metadata)
+            await mesh.planner.get(job)
 
         paths = {
             "planner gRPC direct": direct,
@@ -117,19 +117,17 @@ async def run(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="sb-bench-edge-") as tmp:
         up = background.start(Path(tmp), ports)
         valkey = Valkey.from_url(f"valkey://127.0.0.1:{ports.valkey}/0")
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.planner}")
+        token = stack.read_internal_token(Path(tmp))
+        planner = JobsClient(f"127.0.0.1:{ports.planner}", client_id=CLIENT, internal_token=token)
         try:
             key, _ = await KeyStore(valkey).create(CLIENT)
-            token = stack.read_internal_token(Path(tmp))
-            metadata = (("x-client-id", CLIENT), ("x-switchboard-internal", token))
-            stub = jobs_pb2_grpc.JobServiceStub(channel)
-            mesh = Mesh(ports, Path(tmp), key, stub, metadata, valkey)
+            mesh = Mesh(ports, Path(tmp), key, planner, valkey)
             await measure_unary(mesh, rows, 500 if quick else 2000)
             await measure_throughput(mesh, rows, 2000 if quick else 8000)
             await measure_idle_streams(mesh, rows, [200, 1000] if quick else [1000, 5000])
         finally:
             with contextlib.suppress(Exception):
-                await channel.close(None)
+                await planner.close()
                 await valkey.aclose()
             up.stop()
     load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"

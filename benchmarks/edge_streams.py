@@ -17,7 +17,8 @@ import httpx
 from valkey.asyncio import Valkey
 
 from switchboard.api.inference.v1 import inference_pb2
-from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
+from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
+from switchboard.client import JobsClient
 from switchboard.common.jobref import JobRef
 from switchboard.launcher.ports import Ports
 from switchboard.launcher.supervisor import read_state
@@ -34,8 +35,7 @@ class Mesh:
     ports: Ports
     state_dir: Path
     key: str
-    planner: jobs_pb2_grpc.JobServiceAsyncStub
-    metadata: tuple[tuple[str, str], ...]
+    planner: JobsClient
     valkey: Valkey
 
     def pid(self, name: str) -> int:
@@ -51,15 +51,12 @@ class Mesh:
         params = inference_pb2.SamplingParams(max_tokens=max_tokens)
         generate = pipelines_pb2.GenerateInput(model=model, prompt="bench the edge", params=params)
         job = jobs_pb2.Job(pipeline="generate", input=pipelines_pb2.JobInput(generate=generate))
-        created = await self.planner.CreateJob(
-            jobs_pb2.CreateJobRequest(job=job), metadata=self.metadata
-        )
+        created = await self.planner.create(job)
         return JobRef.from_name(CLIENT, created.name).id
 
     async def until_state(self, job_id: str, state: jobs_pb2.Job.State.ValueType) -> None:
-        request = jobs_pb2.GetJobRequest(name=JobRef(CLIENT, job_id).name)
         for _ in range(600):
-            if (await self.planner.GetJob(request, metadata=self.metadata)).state == state:
+            if (await self.planner.get(JobRef(CLIENT, job_id))).state == state:
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"job {job_id} never reached {jobs_pb2.Job.State.Name(state)}")
@@ -105,13 +102,13 @@ async def read_sse(mesh: Mesh, job_id: str, count: int, live: asyncio.Event) -> 
 
 async def read_direct(mesh: Mesh, job_id: str, count: int, live: asyncio.Event) -> Span:
     seen, first = 0, 0.0
-    request = jobs_pb2.WatchJobRequest(name=JobRef(CLIENT, job_id).name)
-    async for event in mesh.planner.WatchJob(request, metadata=mesh.metadata, timeout=120):
-        first = first or time.perf_counter()
-        live.set()
-        seen += event.HasField("token")
-        if seen >= count:
-            return first, time.perf_counter()
+    async with asyncio.timeout(120):
+        async for event in mesh.planner.watch(JobRef(CLIENT, job_id)):
+            first = first or time.perf_counter()
+            live.set()
+            seen += event.HasField("token")
+            if seen >= count:
+                return first, time.perf_counter()
     raise RuntimeError(f"watch ended after {seen} of {count} token events")
 
 

@@ -23,7 +23,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,8 @@ from valkey.asyncio import Valkey
 from benchmarks.report import markdown_table, run_line, write_section
 from switchboard.api.inference.v1 import inference_pb2 as ipb
 from switchboard.api.inference.v1 import inference_pb2_grpc
-from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
+from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
+from switchboard.client import JobsClient
 from switchboard.common.jobref import JobRef
 from switchboard.launcher import background, stack
 from switchboard.launcher.ports import free_block
@@ -43,7 +43,6 @@ from switchboard.planner.stores.events import EventLog
 from .figures import Figures, pct
 
 if TYPE_CHECKING:  # the async stub types exist only in the generated stubs
-    JobStub = jobs_pb2_grpc.JobServiceAsyncStub
     InferenceStub = inference_pb2_grpc.InferenceServiceAsyncStub
 
 CLIENT = "bench"
@@ -55,27 +54,18 @@ DIRECT = "inference Generate (direct)"
 PRODUCER_CONNECTIONS = 32  # XADDs in flight at once
 # (offered events/s, watchers): one watcher at 1k and 10k/s, and a fan-out to 10 watchers.
 EVENT_RUNS = ((1000, 1), (10000, 1), (200, 10))
-Metadata = tuple[tuple[str, str], ...]
 
 
-@dataclass
-class Planner:
-    stub: JobStub
-    md: Metadata
-
-    async def create(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
-        return await self.stub.CreateJob(jobs_pb2.CreateJobRequest(job=job), metadata=self.md)
+class Planner(JobsClient):
+    """The planner as the benchmarks call it: the client, which sets the client id, the
+    internal token, x-job-id and traceparent on every call."""
 
     async def follow(
         self, name: str, on_event: Callable[[events_pb2.JobEvent], None] = lambda e: None
     ) -> None:
         """Reads the job's events until WatchJob ends (after the terminal event)."""
-        request = jobs_pb2.WatchJobRequest(name=name)
-        async for event in self.stub.WatchJob(request, metadata=self.md):
+        async for event in self.watch(name):
             on_event(event)
-
-    async def cancel(self, name: str) -> None:
-        await self.stub.CancelJob(jobs_pb2.CancelJobRequest(name=name), metadata=self.md)
 
 
 def _embed_job() -> jobs_pb2.Job:
@@ -274,14 +264,10 @@ async def run(quick: bool) -> list[dict[str, Any]]:
         concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool,
     ):
         running = background.start(Path(tmp), ports)
-        md = (
-            ("x-client-id", CLIENT),
-            ("x-switchboard-internal", stack.read_internal_token(Path(tmp))),
-        )
-        planner_channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.planner}")
+        token = stack.read_internal_token(Path(tmp))
+        planner = Planner(f"127.0.0.1:{ports.planner}", client_id=CLIENT, internal_token=token)
         inference_channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.inference}")
         try:
-            planner = Planner(jobs_pb2_grpc.JobServiceStub(planner_channel), md)
             inference = inference_pb2_grpc.InferenceServiceStub(inference_channel)
             await measure_jobs(figures, planner, 8, 100 if quick else 400)
             await measure_first_token(figures, planner, inference, 10 if quick else 30)
@@ -290,7 +276,7 @@ async def run(quick: bool) -> list[dict[str, Any]]:
             for rate, watchers in EVENT_RUNS:
                 await measure_events(figures, planner, pool, valkey_url, rate, watchers, seconds)
         finally:
-            await planner_channel.close(None)
+            await planner.close()
             await inference_channel.close(None)
             running.stop()
     return figures.rows
