@@ -20,6 +20,8 @@ from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.jsonschema import message_schema
 
 PREFIX: Final = "#/components/schemas/"
+# The package whose messages keep their bare names: the job API's.
+HOME_PACKAGE: Final = events_pb2.DESCRIPTOR.package
 # The rich error details the services attach (common/errors.py, validation, retries).
 DETAIL_TYPES: Final = (
     error_details_pb2.ErrorInfo.DESCRIPTOR,
@@ -71,9 +73,14 @@ class Components:
     def _name(self, message: descriptor.Descriptor) -> str:
         if name := self._names.get(message.full_name):
             return name
-        # Nested messages join their outer names (StageResult.Item -> StageResultItem); a
-        # name another package took first gets its package too (google.rpc.X -> GoogleRpcX).
-        name = message.full_name.removeprefix(message.file.package + ".").replace(".", "")
+        # Nested messages join their outer names (StageResult.Item -> StageResultItem); the
+        # other services' messages take their service's name (InferenceUsage: the OpenAI
+        # routes have a Usage of their own); a name another package took first gets its
+        # whole package (google.rpc.X -> GoogleRpcX).
+        package = message.file.package
+        name = message.full_name.removeprefix(package + ".").replace(".", "")
+        if package.startswith("switchboard.") and package != HOME_PACKAGE:
+            name = package.split(".")[1].capitalize() + name
         if name in self._taken:
             name = "".join(part[:1].upper() + part[1:] for part in message.full_name.split("."))
         self._names[message.full_name] = name

@@ -97,9 +97,10 @@ def wait_for_end(get_job: Any, job_id: str, client: Any) -> Any:
 def test_the_generated_python_client_runs_the_readme_session(
     mesh: Mesh, client_package: ModuleType
 ) -> None:
-    api = importlib.import_module(f"{PACKAGE}.api.default")
-    create_job, get_job, cancel_job = api.create_job, api.get_job, api.cancel_job
-    watch_job, get_job_result = api.watch_job, api.get_job_result
+    create_job, get_job, cancel_job, watch_job, get_job_result = (
+        importlib.import_module(f"{PACKAGE}.api.default.{name}")
+        for name in ("create_job", "get_job", "cancel_job", "watch_job", "get_job_result")
+    )
     models = importlib.import_module(f"{PACKAGE}.models")
     unset = importlib.import_module(f"{PACKAGE}.types").Unset
     client = client_package.AuthenticatedClient(
