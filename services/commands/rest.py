@@ -105,6 +105,8 @@ class Api:
                         raise api_error(source.response)
                     reached = True
                     for event in source.iter_sse():
+                        if not event.data:  # the `retry:` frame: no event
+                            continue
                         failures = 0
                         cursor = event.id or cursor
                         yield event

@@ -82,16 +82,15 @@ def test_watch_resumes_after_its_connection_is_cut(mesh: Mesh) -> None:
     proxy = CuttableProxy(mesh.ports.public)
     try:
         args = command("jobs", "watch", job, "--json")
-        watcher = subprocess.Popen(
-            args, env=env(f"http://127.0.0.1:{proxy.port}"), stdout=subprocess.PIPE, text=True
-        )
-        assert watcher.stdout is not None
+        url = f"http://127.0.0.1:{proxy.port}"
         seen = []
-        for line in watcher.stdout:
-            seen.append(json.loads(line))
-            if len(seen) == 5:
-                proxy.cut()  # mid-stream: the CLI reconnects with Last-Event-ID
-        assert watcher.wait(60) == 0
+        with subprocess.Popen(args, env=env(url), stdout=subprocess.PIPE, text=True) as watcher:
+            assert watcher.stdout is not None
+            for line in watcher.stdout:
+                seen.append(json.loads(line))
+                if len(seen) == 5:
+                    proxy.cut()  # mid-stream: the CLI reconnects with Last-Event-ID
+            assert watcher.wait(60) == 0
     finally:
         proxy.close()
     assert proxy.connections >= 2
