@@ -4,12 +4,13 @@ Nothing here runs unless an OTLP endpoint is configured (the standard
 `OTEL_EXPORTER_OTLP_ENDPOINT`): without one the processes keep propagating W3C context and
 logging trace ids, and pay nothing for spans nobody reads.
 
-The gRPC client (our stubs and Triton's client, which opens its channel through
+The gRPC client (our stubs, and Triton's client, which opens its channel through
 `grpc.aio.insecure_channel`) and httpx (Chroma's client, webhooks) use the maintained
-OpenTelemetry instrumentations. Valkey has none that installs beside ours: the Redis
-instrumentation imports `redis` and checks `isinstance` against its classes, and the external
-Valkey one pins an older instrumentation release than the SDK we run; so `valkey_spans` wraps
-the two methods every command goes through with a CLIENT span named after the command.
+OpenTelemetry instrumentations, but for bidirectional streams (see `grpcspans`). Valkey has
+none that installs beside ours: the Redis instrumentation imports `redis` and checks
+`isinstance` against its classes, and the external Valkey one pins an older instrumentation
+release than the SDK we run; so `valkey_spans` wraps the two methods every command goes
+through with a CLIENT span named after the command.
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ def instrument_clients() -> None:
     """gRPC client, httpx and Valkey spans; idempotent (the instrumentors patch modules)."""
     if _installed:
         return
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
+    from . import grpcspans
+
+    grpcspans.instrument()
     HTTPXClientInstrumentor().instrument()
     _installed.extend(["grpc", "httpx"])
     if valkey_spans():

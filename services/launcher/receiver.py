@@ -84,6 +84,8 @@ def spec(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> ProcessSp
         "PHOENIX_WORKING_DIR": str(state_dir / "phoenix"),
         "PHOENIX_TELEMETRY_ENABLED": "false",
         "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
+        # Its assistant's server-side shell is not something a trace viewer should offer.
+        "PHOENIX_AGENTS_DISABLE_BASH": "true",
     }
     return ProcessSpec(
         NAME,
@@ -91,6 +93,8 @@ def spec(ports: Ports, state_dir: Path, environ: Mapping[str, str]) -> ProcessSp
         check(ports),
         env=env,
         ports=(ports.trace_ui, ports.trace_otlp),
+        # About 30 s alone on two cores; far longer while Triton and the rest start beside it.
+        ready_timeout=300.0,
     )
 
 

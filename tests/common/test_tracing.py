@@ -46,17 +46,31 @@ async def test_every_client_call_is_exported_under_its_caller(valkey_url: str) -
             valkey_url,
             env=env,
             cwd=Path(__file__).parents[2],
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
+        assert probe.stdin is not None and probe.stdout is not None
+        assert await asyncio.wait_for(probe.stdout.readline(), 60) == b"flushed\n"
+        # Exported while the process runs: a span that ends only at exit is not there yet.
+        exported_live = list(receiver.spans)
+        probe.stdin.write(b"\n")
         assert await asyncio.wait_for(probe.wait(), 60) == 0
     root = receiver.named("probe-root")
     grpc_client = receiver.named("/grpc.health.v1.Health/Check", CLIENT)
     grpc_server = receiver.named("/grpc.health.v1.Health/Check", SERVER)
+    chat_client = receiver.named("/probe.Echo/Chat", CLIENT)
+    chat_server = receiver.named("/probe.Echo/Chat", SERVER)
     http = receiver.named("GET")
     command = receiver.named("SET")
     transaction = receiver.named("MULTI 2")
     assert grpc_client.parent_span_id == root.span_id
     # The server continued the trace the client interceptor injected: one tree, not two.
     assert grpc_server.parent_span_id == grpc_client.span_id
+    # A bidirectional call read with read(), never exhausted, still ends and exports its span.
+    assert chat_client in exported_live
+    assert chat_client.parent_span_id == root.span_id
+    assert chat_server.parent_span_id == chat_client.span_id
+    assert attributes(chat_client)["rpc.method"] == "Chat"
     for child in (http, command, transaction):
         assert child.kind == CLIENT and child.parent_span_id == root.span_id
     assert attributes(command)["db.system.name"] == "valkey"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 
 import grpc
 import httpx
@@ -14,6 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from valkey.asyncio import Valkey
 
 from switchboard.common import grpcserver, telemetry
+
+ECHO = "probe.Echo"
 
 
 async def _http_server() -> tuple[asyncio.Server, int]:
@@ -27,21 +30,58 @@ async def _http_server() -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
+async def _echo(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield request
+
+
+def _register_echo(server: grpc.aio.Server) -> None:
+    handler = grpc.stream_stream_rpc_method_handler(_echo)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(ECHO, {"Chat": handler}),)
+    )
+
+
+async def _chat(channel: grpc.aio.Channel) -> object:
+    """A bidirectional call driven as the worker drives Generate: write, read, stop; the
+    call is returned so that it stays referenced while the spans are flushed."""
+    call = channel.stream_stream(f"/{ECHO}/Chat", lambda b: b, lambda b: b)(None)
+    await call.write(b"hello")
+    assert await call.read() == b"hello"
+    await call.done_writing()
+    assert await call.code() == grpc.StatusCode.OK
+    return call
+
+
+def _flush() -> None:
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.force_flush()
+
+
 async def probe(grpc_port: int, valkey_url: str) -> None:
-    server, _ = grpcserver.build_server(f"127.0.0.1:{grpc_port}", [], [])
+    server, _ = grpcserver.build_server(f"127.0.0.1:{grpc_port}", [_register_echo], [])
     await server.start()
     http, http_port = await _http_server()
     valkey = Valkey.from_url(valkey_url)
     tracer = trace.get_tracer("probe")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
     with tracer.start_as_current_span("probe-root"):
         telemetry.job_id_var.set("job-probe")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        chat = await _chat(channel)
         async with httpx.AsyncClient() as client:
             (await client.get(f"http://127.0.0.1:{http_port}/hook")).raise_for_status()
         await valkey.set("probe", "1")
         async with valkey.pipeline(transaction=True) as pipe:
             await pipe.incr("probe").get("probe").execute()
+    # What a long-running process has exported by now, not what its exit flushes: the
+    # test takes its snapshot of the receiver here.
+    _flush()
+    print("flushed", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    del chat
+    await channel.close(None)
     await valkey.aclose()
     http.close()
     await server.stop(None)
@@ -50,9 +90,7 @@ async def probe(grpc_port: int, valkey_url: str) -> None:
 def main() -> None:
     telemetry.setup("probe")
     asyncio.run(probe(int(sys.argv[1]), sys.argv[2]))
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    provider.force_flush()
+    _flush()
 
 
 if __name__ == "__main__":
