@@ -321,7 +321,8 @@ async def status(
     if as_json:
         public, grpc = f"http://127.0.0.1:{ports.public}", f"127.0.0.1:{ports.grpc}"
         summary = {"stack": ports.base, "state": stack_state, "healthy": healthy}
-        addresses = {"public": public, "grpc": grpc}
+        uis = dict(receiver.addresses(ports, names))  # the web UIs, by label
+        addresses = {"public": public, "grpc": grpc, "uis": uis}
         print(json.dumps({**summary, **addresses, "processes": rows}, default=str))
         return 0 if healthy else 1
     ui.console().print(ui.table(f"switchboard stack {ports.base}: {stack_state}", rows))

@@ -96,6 +96,7 @@ class Api:
         that ends early or breaks is resumed from the last event id it delivered."""
         cursor, failures, reached = after, 0, False
         while True:
+            asked: float | None = None  # the server's Retry-After, when it gave one
             headers = {"Last-Event-ID": cursor} if cursor else {}
             path = f"/v1/jobs/{job_id}/events"
             try:
@@ -120,11 +121,12 @@ class Api:
                 failures += 1
                 if refused.retry_after is None or failures > MAX_RESUMES:
                     raise
+                asked = refused.retry_after
             else:  # the response ended before the job did (the edge's stream lifetime)
                 failures += 1
                 if failures > MAX_RESUMES:
                     raise ApiError(0, "UNAVAILABLE", "the event stream keeps ending early", None)
-            time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
+            time.sleep(asked if asked is not None else min(0.25 * 2 ** (failures - 1), 5.0))
 
 
 def is_terminal(event: ServerSentEvent) -> bool:

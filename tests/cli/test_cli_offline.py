@@ -73,5 +73,6 @@ def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert rc == 1
     assert shown["healthy"] is False and shown["state"] == "ready"
     assert shown["public"] == f"http://127.0.0.1:{ports.public}"
+    assert shown["uis"]["Temporal UI"] == f"http://127.0.0.1:{ports.temporal_ui}"
     states = {p["name"]: (p["state"], p["restarts"]) for p in shown["processes"]}
     assert states == {"mine": ("ready", 0), "gone": ("dead", 3)}
