@@ -21,7 +21,7 @@ from switchboard.api.inference.v1 import inference_pb2
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.jobstates import TERMINAL_STATE_NAMES as TERMINAL_STATES
-from switchboard.planner.flows.workflow import failure_status
+from switchboard.planner.flows.failures import failure_status
 
 from .fake_inference import FakeInference
 from .support import (

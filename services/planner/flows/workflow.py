@@ -12,14 +12,12 @@ its SUCCEEDED event; histories recorded before the patch replay the old order.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar, cast
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -46,7 +44,18 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from ..shared import redact
-from . import chatflow, documentflow, stages
+from . import chatflow, documentflow, failures, stages
+from .policies import (
+    EMBED_RETRY,
+    EMBED_START_TO_CLOSE,
+    GENERATE_HEARTBEAT,
+    GENERATE_RETRY,
+    GENERATE_START_TO_CLOSE,
+    PUBLISH_RETRY,
+    PUBLISH_START_TO_CLOSE,
+    WEBHOOK_RETRY,
+    WEBHOOK_START_TO_CLOSE,
+)
 
 State = jobs_pb2.Job.State
 StageStatus = pipelines_pb2.StageResult.Status
@@ -56,43 +65,6 @@ EVENTS_BEFORE_STATE = "events-before-state"
 # The job shows its webhook's delivery (PENDING from its end, then the outcome), and the
 # outcome is logged as a `webhook` event.
 WEBHOOK_DELIVERY_STATUS = "webhook-delivery-status"
-
-GENERATE_START_TO_CLOSE = timedelta(minutes=30)
-GENERATE_HEARTBEAT = documentflow.HEARTBEAT
-# Unlimited here: the worker's activity decides each retry's delay and its last attempt (an
-# outage is waited out up to the worker's horizon, other failures get a few attempts; see
-# `outage.py`). Changing a policy's numbers leaves the workflow's commands as recorded.
-GENERATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=15),
-    maximum_attempts=0,
-    non_retryable_error_types=errors.NOT_RETRYABLE_GENERATION,
-)
-# One Embed call: short, and safe to repeat (the inference service retries it too).
-EMBED_START_TO_CLOSE = timedelta(minutes=2)
-EMBED_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=15),
-    maximum_attempts=0,
-    non_retryable_error_types=GENERATE_RETRY.non_retryable_error_types,
-)
-PUBLISH_START_TO_CLOSE = timedelta(seconds=10)
-# Unlimited attempts: a job must not end without its terminal event, so an outage of the
-# event log delays the job's end instead of losing the event.
-PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=0)
-
-# The worker's activity sets each retry's delay and the last attempt (its settings are the
-# delivery schedule); this policy only backs it where an attempt timed out instead.
-WEBHOOK_START_TO_CLOSE = timedelta(minutes=2)
-WEBHOOK_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=0,
-    non_retryable_error_types=errors.NOT_RETRYABLE_WEBHOOK,
-)
-
-_REASON = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 class JobFailure(Exception):
@@ -149,7 +121,7 @@ class JobWorkflow:
         except ActivityError as err:
             final = State.CANCELLED if self._cancelled(err) else State.FAILED
             if final == State.FAILED:
-                self._job.error.CopyFrom(failure_status(err))
+                self._job.error.CopyFrom(failures.failure_status(err))
         except JobFailure as failure:
             final = State.FAILED
             self._job.error.CopyFrom(failure.status)
@@ -270,7 +242,7 @@ class JobWorkflow:
     @staticmethod
     def failure_status(err: ActivityError) -> status_pb2.Status:
         """The status of a failed activity, with its reason as ErrorInfo."""
-        return failure_status(err)
+        return failures.failure_status(err)
 
     def halt(self, task: asyncio.Task[Any]) -> None:
         """Cancels one of the workflow's own tasks (a stage's work) without cancelling the job:
@@ -330,9 +302,9 @@ class JobWorkflow:
                 reason=errors.WebhookDeliveryFailed.reason,
                 code=grpc.StatusCode.CANCELLED,
             )
-            delivery = _undelivered(abandoned.to_status())
+            delivery = failures.undelivered(abandoned.to_status())
         except ActivityError as err:  # the activity returns its outcomes: not expected
-            delivery = _undelivered(failure_status(err))
+            delivery = failures.undelivered(failures.failure_status(err))
         event = events_pb2.JobEvent(job=self._job.name, create_time=_stamp(), webhook=delivery)
         try:
             await _through_cancel(self._append(event))
@@ -389,11 +361,6 @@ class JobWorkflow:
         )
 
 
-def _undelivered(error: status_pb2.Status) -> events_pb2.WebhookDelivery:
-    failed = events_pb2.WebhookDelivery.FAILED
-    return events_pb2.WebhookDelivery(state=failed, error=error)
-
-
 def _stamp() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(workflow.now())
@@ -411,26 +378,3 @@ async def _through_cancel(awaitable: Awaitable[T]) -> bool:
             interrupted = True
     future.result()
     return interrupted
-
-
-def failure_status(err: ActivityError) -> status_pb2.Status:
-    """The `google.rpc.Status` a FAILED job keeps, with the activity's reason as ErrorInfo."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and _REASON.match(cause.type or ""):
-        code = _code(cause.details[0] if cause.details else "")
-        extra = cause.details[1] if len(cause.details) > 1 else None
-        metadata = {str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {}
-        error = SwitchboardError(cause.message, reason=cause.type, code=code, metadata=metadata)
-    elif isinstance(cause, TimeoutError):
-        error = SwitchboardError(
-            "the generation timed out",
-            reason=errors.GENERATION_TIMED_OUT,
-            code=grpc.StatusCode.DEADLINE_EXCEEDED,
-        )
-    else:
-        error = SwitchboardError("the generation failed", reason=errors.GENERATION_FAILED)
-    return error.to_status()
-
-
-def _code(name: object) -> grpc.StatusCode:
-    return next((c for c in grpc.StatusCode if c.name == name), grpc.StatusCode.INTERNAL)
