@@ -83,10 +83,10 @@ def frames(stream: str) -> list[dict[str, str]]:
     return events
 
 
-def wait_for_end(get_job: Any, job_id: str, client: Any) -> Any:
+def wait_for_end(client: Any, job_id: str) -> Any:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        job = get_job.sync(job_id, client=client)
+        job = op("get_job").sync(job_id, client=client)
         if str(job.state) in TERMINAL:
             return job
         time.sleep(0.5)
@@ -97,61 +97,69 @@ def wait_for_end(get_job: Any, job_id: str, client: Any) -> Any:
 def test_the_generated_python_client_runs_the_readme_session(
     mesh: Mesh, client_package: ModuleType
 ) -> None:
-    create_job, get_job, cancel_job, watch_job, get_job_result = (
-        importlib.import_module(f"{PACKAGE}.api.default.{name}")
-        for name in ("create_job", "get_job", "cancel_job", "watch_job", "get_job_result")
-    )
-    models = importlib.import_module(f"{PACKAGE}.models")
-    unset = importlib.import_module(f"{PACKAGE}.types").Unset
-    client = client_package.AuthenticatedClient(
+    with client_package.AuthenticatedClient(
         base_url=mesh.public, token=API_KEY, timeout=httpx.Timeout(60.0)
-    )
-    job_id = f"generated-{uuid.uuid4().hex[:8]}"
-    prompt = models.GenerateInput(model="test-streamer", prompt="hello from switchboard")
-    body = models.Job(pipeline=models.JobPipeline.GENERATE, input_=models.JobInput(generate=prompt))
+    ) as client:
+        job_id = f"generated-{uuid.uuid4().hex[:8]}"
+        text = generate_and_follow(client, job_id)
+        result = op("get_job_result").sync(job_id, client=client)
+        assert isinstance(result, models().JobResult)
+        assert result.generate.text == text and text
+        assert result.generate.finish_reason in set(models().GenerateOutputFinishReason)
+        cancel_a_long_job(client, f"{job_id}-cancel")
+        missing = op("get_job").sync_detailed("no-such-job", client=client)
+        assert missing.status_code == 404 and isinstance(missing.parsed, models().Error)
+        assert missing.parsed.error.status == models().ErrorStatusStatus.NOT_FOUND
+        info = missing.parsed.error.details[0]
+        assert isinstance(info, models().ErrorInfo) and info.reason
 
-    created = create_job.sync_detailed(client=client, body=body, job_id=job_id)
+
+def op(name: str) -> Any:
+    return importlib.import_module(f"{PACKAGE}.api.default.{name}")
+
+
+def models() -> Any:
+    return importlib.import_module(f"{PACKAGE}.models")
+
+
+def generate_and_follow(client: Any, job_id: str) -> str:
+    """Create, wait, read the events typed, resume after the first: the tokens' text."""
+    m = models()
+    unset = importlib.import_module(f"{PACKAGE}.types").Unset
+    prompt = m.GenerateInput(model="test-streamer", prompt="hello from switchboard")
+    body = m.Job(pipeline=m.JobPipeline.GENERATE, input_=m.JobInput(generate=prompt))
+    created = op("create_job").sync_detailed(client=client, body=body, job_id=job_id)
     assert created.status_code == 202, created.content
-    assert isinstance(created.parsed, models.Job) and created.parsed.name == f"jobs/{job_id}"
+    assert isinstance(created.parsed, m.Job) and created.parsed.name == f"jobs/{job_id}"
     assert created.parsed.input_.generate.prompt == "hello from switchboard"
+    assert wait_for_end(client, job_id).state == m.JobState.SUCCEEDED
 
-    done = wait_for_end(get_job, job_id, client)
-    assert done.state == models.JobState.SUCCEEDED
-
-    stream = watch_job.sync_detailed(job_id, client=client)
+    stream = op("watch_job").sync_detailed(job_id, client=client)
     assert stream.status_code == 200
-    typed = [models.JobEventFrame.from_dict(f) for f in frames(stream.parsed)]
-    events = [models.JobEvent.from_dict(json.loads(frame.data)) for frame in typed]
+    typed = [m.JobEventFrame.from_dict(f) for f in frames(stream.parsed)]
+    events = [m.JobEvent.from_dict(json.loads(frame.data)) for frame in typed]
     assert [frame.id for frame in typed] == [event.cursor for event in events]
     states = [e.state_changed.state for e in events if not isinstance(e.state_changed, unset)]
     assert states[-1] == "SUCCEEDED"
-    text = "".join(e.token.text for e in events if not isinstance(e.token, unset))
-
-    resumed = watch_job.sync_detailed(job_id, client=client, last_event_id_header=typed[0].id)
+    after = typed[0].id
+    resumed = op("watch_job").sync_detailed(job_id, client=client, last_event_id_header=after)
     assert [f["id"] for f in frames(resumed.parsed)] == [frame.id for frame in typed[1:]]
+    return "".join(e.token.text for e in events if not isinstance(e.token, unset))
 
-    result = get_job_result.sync(job_id, client=client)
-    assert isinstance(result, models.JobResult)
-    assert result.generate.text == text and text
-    assert result.generate.finish_reason in set(models.GenerateOutputFinishReason)
 
-    long = models.GenerateInput(
+def cancel_a_long_job(client: Any, job_id: str) -> None:
+    m = models()
+    long = m.GenerateInput(
         model="test-streamer",
         prompt=" ".join(f"word{i}" for i in range(400)),
-        params=models.SamplingParams(max_tokens=800),
+        params=m.InferenceSamplingParams(max_tokens=800),
     )
-    body = models.Job(pipeline=models.JobPipeline.GENERATE, input_=models.JobInput(generate=long))
-    second = f"{job_id}-cancel"
-    assert create_job.sync_detailed(client=client, body=body, job_id=second).status_code == 202
-    cancelled = cancel_job.sync_detailed(second, client=client)
-    assert cancelled.status_code == 202 and isinstance(cancelled.parsed, models.Job)
-    assert wait_for_end(get_job, second, client).state == models.JobState.CANCELLED
-
-    missing = get_job.sync_detailed("no-such-job", client=client)
-    assert missing.status_code == 404 and isinstance(missing.parsed, models.Error)
-    assert missing.parsed.error.status == models.ErrorStatusStatus.NOT_FOUND
-    info = missing.parsed.error.details[0]
-    assert isinstance(info, models.ErrorInfo) and info.reason
+    body = m.Job(pipeline=m.JobPipeline.GENERATE, input_=m.JobInput(generate=long))
+    created = op("create_job").sync_detailed(client=client, body=body, job_id=job_id)
+    assert created.status_code == 202, created.content
+    cancelled = op("cancel_job").sync_detailed(job_id, client=client)
+    assert cancelled.status_code == 202 and isinstance(cancelled.parsed, m.Job)
+    assert wait_for_end(client, job_id).state == m.JobState.CANCELLED
 
 
 @pytest.mark.timeout(180)
