@@ -18,6 +18,7 @@ from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelin
 from switchboard.common import telemetry
 from switchboard.common.hashkeys import JOB_ID_HEADER, SESSION_ID_HEADER
 from switchboard.common.jobref import JobRef
+from switchboard.common.settings import Secret
 
 from .errors import call_failed
 from .retry import RetryPolicy
@@ -45,14 +46,17 @@ class JobsClient:
         target: str,
         *,
         client_id: str,
-        internal_token: str,
+        internal_token: Secret | str,
         retry: RetryPolicy | None = None,
         timeout: float = UNARY_TIMEOUT_SECONDS,
     ) -> None:
         self.client_id = client_id
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self._token = internal_token
+        # Kept as a Secret, so a repr or traceback of the client never shows it.
+        self._token = (
+            internal_token if isinstance(internal_token, Secret) else Secret(internal_token)
+        )
         self._channel = grpc.aio.insecure_channel(target)
         self._stub: JobStub = jobs_pb2_grpc.JobServiceStub(self._channel)
 
@@ -163,7 +167,7 @@ class JobsClient:
         return self._metadata(ref.client, job_id=ref.id)
 
     def _metadata(self, client: str, *, job_id: str = "", session_id: str = "") -> Metadata:
-        pairs = [(CLIENT_ID_HEADER, client), (INTERNAL_HEADER, self._token)]
+        pairs = [(CLIENT_ID_HEADER, client), (INTERNAL_HEADER, self._token.value)]
         if job_id:
             pairs.append((JOB_ID_HEADER, job_id))
         if session_id:
