@@ -4,8 +4,9 @@ Field names are the JSON names (lowerCamel). The protovalidate rules JSON Schema
 along: lengths, ranges, patterns, `in` lists, item counts; a field is `required` when a rule
 makes its absence invalid (`required`, a minimum length or count, a pattern the empty string
 fails) or it is marked REQUIRED (google.api.field_behavior); OUTPUT_ONLY fields are
-`readOnly`. A required oneof becomes `oneOf` of its members. The edge's OpenAPI document uses
-the same scalar mapping.
+`readOnly`. A required oneof becomes `oneOf` of its members. With a `ref`, the edge's OpenAPI
+document points at each message instead of writing it out, and marks oneofs as generators
+can read them (`_mark_oneofs`).
 """
 
 from __future__ import annotations
