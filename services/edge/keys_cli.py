@@ -81,7 +81,7 @@ async def _run(args: argparse.Namespace, url: str, where: str) -> int:
         return await _revoke(store, args.fingerprint)
     except (valkey_errors.ConnectionError, valkey_errors.TimeoutError):
         print(f"cannot reach Valkey ({where}); is it running?", file=sys.stderr)
-        return 2
+        return 1  # a runtime failure; 2 is for usage errors
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2

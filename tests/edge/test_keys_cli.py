@@ -88,4 +88,4 @@ async def test_cli_refuses_bad_input_and_an_absent_valkey(valkey_url: str) -> No
     code, _, err = await cli("revoke", "nope", "--valkey-url", valkey_url)
     assert code == 2 and "fingerprint" in err
     code, _, err = await cli("list", "--valkey-url", "valkey://127.0.0.1:9/0")
-    assert code == 2 and "cannot reach Valkey" in err
+    assert code == 1 and "cannot reach Valkey" in err
