@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor, descriptor_pb2
 
 from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
 from switchboard.common.jsonschema import SCALAR_TYPES, message_schema
@@ -71,3 +71,23 @@ def test_a_message_nested_in_itself_ends_in_an_untyped_object() -> None:
         "type": "object",
         "description": "a google.protobuf.DescriptorProto",
     }
+
+
+def test_with_a_ref_messages_are_pointed_at_and_oneofs_are_marked_on_their_members() -> None:
+    seen: list[str] = []
+
+    def ref(message: descriptor.Descriptor) -> dict[str, str]:
+        seen.append(message.full_name)
+        return {"$ref": f"#/{message.name}"}
+
+    job = message_schema(jobs_pb2.Job.DESCRIPTOR, ref)
+    assert job["properties"]["input"] == {"$ref": "#/JobInput"}
+    assert job["properties"]["result"] == {"$ref": "#/JobResult", "readOnly": True}
+    # Well-known types keep their JSON forms in place.
+    assert job["properties"]["createTime"]["format"] == "date-time"
+    assert "google.protobuf.Timestamp" not in seen
+    kinds = message_schema(pipelines_pb2.JobInput.DESCRIPTOR, ref)
+    assert kinds["maxProperties"] == 1 and "oneOf" not in kinds
+    assert "one of them required" in kinds["properties"]["embed"]["description"]
+    ingest = message_schema(pipelines_pb2.IngestDocumentInput.DESCRIPTOR, ref)
+    assert "description" not in ingest["properties"]["chunkOverlap"]  # proto3 optional
