@@ -1,11 +1,13 @@
 """Client spans for every gRPC call a process makes over `grpc.aio` channels.
 
-Unary-unary, unary-stream and stream-unary calls get the maintained OpenTelemetry
-interceptors. A bidirectional stream does not: the maintained interceptor hands back a
-generator over the responses and ends its span when that generator is exhausted, but a call
-driven with `write()`/`read()` (the worker's `Generate`) reads the call itself, so the span
-never ends and is never exported, and the server span under it points at a parent nobody
-receives. `StreamStreamSpans` ends the span when the call is done, however it was read.
+Unary-unary and stream-unary calls get the maintained OpenTelemetry interceptors. Calls with
+a response stream do not: the maintained interceptors hand back a generator over the
+responses and end their span from inside it, so the span's end depends on how the caller
+reads. The worker's `Generate`, a bidirectional call driven with `write()`/`read()`, never
+got its span ended or exported, and the inference span under it pointed at a parent no
+receiver had; a `WatchJob` the edge cancels ends without its status. `UnaryStreamSpans` and
+`StreamStreamSpans` end the span from the call's done callback, with its status code,
+however the call was read or left.
 """
 
 from __future__ import annotations
@@ -23,13 +25,11 @@ Channel = Callable[..., grpc.aio.Channel]
 _finishing: set[asyncio.Task[None]] = set()
 
 
-class StreamStreamSpans(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+class _CallSpans:
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
 
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
-    ) -> Any:
+    async def _traced(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         service, _, name = method.lstrip("/").rpartition("/")
         span = self.tracer.start_span(
@@ -43,13 +43,27 @@ class StreamStreamSpans(grpc.aio.StreamStreamClientInterceptor):  # type: ignore
         for key, value in carrier.items():
             metadata[key] = value  # replaces a traceparent the caller injected itself
         try:
-            call = await continuation(details._replace(metadata=metadata), request_iterator)
+            call = await continuation(details._replace(metadata=metadata), request)
         except Exception as exc:
             _fail(span, exc)
             span.end()
             raise
         call.add_done_callback(functools.partial(_done, span))
         return call
+
+
+class UnaryStreamSpans(_CallSpans, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await self._traced(continuation, details, request)
+
+
+class StreamStreamSpans(_CallSpans, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._traced(continuation, details, request_iterator)
 
 
 def _done(span: trace.Span, call: grpc.aio.Call) -> None:
@@ -77,12 +91,14 @@ def _fail(span: trace.Span, exc: Exception) -> None:
 
 
 def interceptors() -> list[grpc.aio.ClientInterceptor]:
+    streams = (grpc.aio.UnaryStreamClientInterceptor, grpc.aio.StreamStreamClientInterceptor)
     maintained = [
         i
         for i in aio_client_interceptors()  # type: ignore[no-untyped-call]
-        if not isinstance(i, grpc.aio.StreamStreamClientInterceptor)
+        if not isinstance(i, streams)
     ]
-    return [*maintained, StreamStreamSpans(trace.get_tracer("switchboard.grpc"))]
+    tracer = trace.get_tracer("switchboard.grpc")
+    return [*maintained, UnaryStreamSpans(tracer), StreamStreamSpans(tracer)]
 
 
 def instrument() -> None:

@@ -60,6 +60,7 @@ async def test_every_client_call_is_exported_under_its_caller(valkey_url: str) -
     grpc_server = receiver.named("/grpc.health.v1.Health/Check", SERVER)
     chat_client = receiver.named("/probe.Echo/Chat", CLIENT)
     chat_server = receiver.named("/probe.Echo/Chat", SERVER)
+    watch = receiver.named("/probe.Echo/Ticks", CLIENT)
     http = receiver.named("GET")
     command = receiver.named("SET")
     transaction = receiver.named("MULTI 2")
@@ -71,6 +72,9 @@ async def test_every_client_call_is_exported_under_its_caller(valkey_url: str) -
     assert chat_client.parent_span_id == root.span_id
     assert chat_server.parent_span_id == chat_client.span_id
     assert attributes(chat_client)["rpc.method"] == "Chat"
+    # So does a response stream left with cancel() after a read().
+    assert watch in exported_live and watch.parent_span_id == root.span_id
+    assert watch.status.code == trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
     for child in (http, command, transaction):
         assert child.kind == CLIENT and child.parent_span_id == root.span_id
     assert attributes(command)["db.system.name"] == "valkey"

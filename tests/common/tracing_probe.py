@@ -35,11 +35,26 @@ async def _echo(requests: AsyncIterator[bytes], context: object) -> AsyncIterato
         yield request
 
 
+async def _ticks(request: bytes, context: object) -> AsyncIterator[bytes]:
+    while True:
+        yield request
+        await asyncio.sleep(0.05)
+
+
 def _register_echo(server: grpc.aio.Server) -> None:
-    handler = grpc.stream_stream_rpc_method_handler(_echo)
+    chat = grpc.stream_stream_rpc_method_handler(_echo)
+    ticks = grpc.unary_stream_rpc_method_handler(_ticks)
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(ECHO, {"Chat": handler}),)
+        (grpc.method_handlers_generic_handler(ECHO, {"Chat": chat, "Ticks": ticks}),)
     )
+
+
+async def _watch(channel: grpc.aio.Channel) -> None:
+    """A response stream read with read() and cancelled, as the edge leaves a WatchJob
+    (nobody awaits its status)."""
+    call = channel.unary_stream(f"/{ECHO}/Ticks", lambda b: b, lambda b: b)(b"tick")
+    assert await call.read() == b"tick"
+    assert call.cancel()
 
 
 async def _chat(channel: grpc.aio.Channel) -> object:
@@ -70,6 +85,7 @@ async def probe(grpc_port: int, valkey_url: str) -> None:
         telemetry.job_id_var.set("job-probe")
         await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         chat = await _chat(channel)
+        await _watch(channel)
         async with httpx.AsyncClient() as client:
             (await client.get(f"http://127.0.0.1:{http_port}/hook")).raise_for_status()
         await valkey.set("probe", "1")
