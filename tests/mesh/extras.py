@@ -38,6 +38,17 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _is_optional(node: ast.Try) -> bool:
+    """`try: import x` / `except ImportError:`: the code runs on without x by design."""
+    names = {"ImportError", "ModuleNotFoundError"}
+    for handler in node.handlers:
+        caught = handler.type
+        types = caught.elts if isinstance(caught, ast.Tuple) else [caught]
+        if any(isinstance(t, ast.Name) and t.id in names for t in types):
+            return True
+    return False
+
+
 def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
     package = module if is_package else module.rpartition(".")[0]
     todo = list(ast.iter_child_nodes(tree))
@@ -45,6 +56,11 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
         node = todo.pop()
         if isinstance(node, ast.If) and _is_type_checking(node):
             todo.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Try) and _is_optional(node):
+            # The guarded imports are optional; the rest of the body is followed.
+            body = [n for n in node.body if not isinstance(n, ast.Import | ast.ImportFrom)]
+            todo.extend([*body, *node.handlers, *node.orelse, *node.finalbody])
             continue
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)

@@ -294,3 +294,13 @@ def test_models_run_on_the_triton_image_python() -> None:
         source = model.read_text(encoding="utf-8")
         ast.parse(source, filename=str(model), feature_version=(3, 10))
         assert not re.search(r"^\s*(import|from) tomllib", source, re.M), model
+
+
+def test_only_imports_guarded_by_import_error_count_as_optional() -> None:
+    source = (
+        "try:\n    import guarded\nexcept ImportError:\n    pass\n"
+        "try:\n    import kept\nexcept ValueError:\n    pass\n"
+        "import plain\n"
+    )
+    found = set(extras._imports(ast.parse(source), "switchboard.x", False))
+    assert found == {"kept", "plain"}
