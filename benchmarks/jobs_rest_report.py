@@ -1,0 +1,129 @@
+"""The REST jobs benchmark's figures as markdown: one run's section, and a before/after
+table of two runs (each kept with `python -m benchmarks.jobs_rest --json`).
+
+    python -m benchmarks.jobs_rest_report --before a.json --after b.json [--write PAGE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import markdown_table, run_line, write_section
+from benchmarks.sse import ratio
+
+Row = dict[str, Any]
+
+# (what, bench, the path's start, figure, the issue's goal): the before/after table's lines.
+MEASURES: tuple[tuple[str, str, str, str, str], ...] = (
+    ("first token, inference Generate (gRPC)", "ttft", "inference Generate", "p50_ms", ""),
+    ("first token, CreateJob → WatchJob (gRPC)", "ttft", "CreateJob", "p50_ms", "≤ Generate + 40"),
+    ("first token, chat completions stream (REST)", "ttft", "/v1/chat", "p50_ms", ""),
+    ("first token, POST /v1/jobs → SSE (REST)", "ttft", "POST /v1/jobs", "p50_ms", ""),
+    ("/v1/embeddings, c=8, per s", "throughput", "/v1/embeddings", "per_s", ""),
+    ("embed jobs, Prefer: wait, c=8, per s", "throughput", "POST /v1/jobs, Prefer", "per_s",
+     "≥ 100"),
+    ("embed job, Prefer: wait, p50", "throughput", "POST /v1/jobs, Prefer", "p50_ms", "≤ 100"),
+    ("embed job, Prefer: wait, p99", "throughput", "POST /v1/jobs, Prefer", "p99_ms", ""),
+    ("embed jobs, CreateJob → WatchJob, c=8, per s", "throughput", "CreateJob", "per_s", ""),
+    ("CreateJob p50 (gRPC, c=8)", "create", "CreateJob", "p50_ms", "≤ 10"),
+    ("POST /v1/jobs p50 (REST, c=8)", "create", "POST /v1/jobs", "p50_ms", ""),
+    ("terminal event stored → Prefer: wait answer, p50", "terminal", "POST /v1/jobs", "p50_ms",
+     ""),
+    ("terminal event stored → SSE follower, p50", "terminal", "SSE follower", "p50_ms", ""),
+)  # fmt: skip
+
+
+def figure(rows: Sequence[Row], bench: str, path_start: str, key: str) -> float:
+    """One figure of a run: the first row of `bench` whose path starts so; NaN if none."""
+    for row in rows:
+        if row.get("bench") == bench and str(row.get("path", "")).startswith(path_start):
+            return float(row.get(key, float("nan")))
+    return float("nan")
+
+
+def env(rows: Sequence[Row]) -> Row:
+    return next((r for r in rows if r.get("bench") == "env"), {})
+
+
+def before_after_table(before: Sequence[Row], after: Sequence[Row]) -> str:
+    lines = [
+        "| measure | before | after | after/before | issue 12 goal |",
+        "|---|---|---|---|---|",
+    ]
+    for what, bench, path, key, goal in MEASURES:
+        old, new = figure(before, bench, path, key), figure(after, bench, path, key)
+        unit = "/s" if key == "per_s" else " ms"
+        cells = [f"{v:g}{unit}" if v == v else "" for v in (old, new)]
+        lines.append(f"| {what} | {cells[0]} | {cells[1]} | {ratio(new, old)} | {goal} |")
+    return "\n".join(lines)
+
+
+def before_after_markdown(before: Sequence[Row], after: Sequence[Row]) -> str:
+    old, new = env(before), env(after)
+    return "\n\n".join(
+        [
+            "## Jobs: before and after the planner's fast path (issue 12)",
+            f"`python -m benchmarks.jobs_rest` on commit `{old.get('commit', '?')}` (before) and "
+            f"`{new.get('commit', '?')}` (after), the same benchmark code, on the same machine, "
+            "run back to back. One-minute load average: before "
+            f"{old.get('load', '?')}; after {new.get('load', '?')} (other work shared the 2 "
+            "cores; compare the ratios against the direct path within each run more than the "
+            "absolute figures). Reproduce with `python -m benchmarks.jobs_rest --json "
+            "before.json` on each commit, then `python -m benchmarks.jobs_rest_report --before "
+            "before.json --after after.json --write docs/benchmarks.md`.",
+            before_after_table(before, after),
+        ]
+    )
+
+
+def jobs_rest_markdown(rows: Sequence[Row]) -> str:
+    """One run's section: each table with its ratios against the direct path."""
+    commit, load = env(rows).get("commit", "?"), env(rows).get("load", "?")
+    ttft = ["level", "path", "n", "p50_ms", "p90_ms", "vs_direct", "added_p50_ms"]
+    through = ["path", "concurrency", "n", "p50_ms", "p99_ms", "per_s", "vs_direct"]
+    return "\n\n".join(
+        [
+            "## Jobs at the REST level (Envoy, edge, planner, Temporal, worker)",
+            run_line("python -m benchmarks.jobs_rest --write docs/benchmarks.md")
+            + f" Commit `{commit}`; one-minute load average {load}.",
+            "### Time to first token, `test-streamer`: through a job against the direct path",
+            markdown_table(rows, "ttft", ttft),
+            "`vs_direct`: against the first row of its level in the same run (REST: the "
+            "streamed chat completion's first content chunk; the job: from `POST /v1/jobs` to "
+            "the first `token` event of `GET /v1/jobs/{id}/events`). Both REST paths go "
+            "through Envoy's public listener with an API key, one call at a time, alternating.",
+            "### One text through `test-echo-embed`, concurrency 8",
+            markdown_table(rows, "throughput", through),
+            "`p50_ms`/`p99_ms`: one call, or one whole job (from its create call until its "
+            "answer, its SSE stream's end or WatchJob's end). `vs_direct`: per second against "
+            "`/v1/embeddings`.",
+            "### The create call, in the job loops above",
+            markdown_table(rows, "create", ["path", "n", "p50_ms", "p99_ms"]),
+            "### Terminal event stored → the client has it",
+            markdown_table(rows, "terminal", ["path", "n", "p50_ms", "p90_ms", "p99_ms"]),
+            "From the terminal state change's cursor (the Valkey stream id, Valkey's clock "
+            "when XADD stored it, in whole ms: figures read up to 1 ms long) to the `Prefer: "
+            "wait` answer's arrival, or to the SSE frame's arrival at the follower.",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--before", type=Path, required=True, help="rows of the run before")
+    parser.add_argument("--after", type=Path, required=True, help="rows of the run after")
+    parser.add_argument("--write", type=Path, help="write the markdown section into this page")
+    args = parser.parse_args()
+    before, after = json.loads(args.before.read_text()), json.loads(args.after.read_text())
+    section = before_after_markdown(before, after)
+    print(section)
+    if args.write:
+        write_section(args.write, "jobs-before-after", section)
+
+
+if __name__ == "__main__":
+    main()
