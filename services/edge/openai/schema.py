@@ -91,13 +91,34 @@ SCHEMAS: Final[dict[str, Any]] = {
             "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED},
             "n": {"enum": [1, None]},
             "user": {"type": ["string", "null"]},
-            "tools": {"type": ["array", "null"], "maxItems": 0},
-            "functions": {"type": ["array", "null"], "maxItems": 0},
-            "logprobs": {"enum": [False, None]},
+            # OpenAI's shapes, so generated clients type them; refused unless empty.
+            "tools": _nullable({"type": "array", "maxItems": 0, "items": _ref("ChatTool")}),
+            "functions": _nullable(
+                {"type": "array", "maxItems": 0, "items": _ref("FunctionDefinition")}
+            ),
+            "logprobs": _nullable({"type": "boolean", "const": False}),
             "response_format": _nullable(
                 {"type": "object", "properties": {"type": {"const": "text"}}}
             ),
         },
+    },
+    # Tool calling is refused (`tools` and `functions` may only be empty), but the items are
+    # OpenAI's objects: an array without `items` makes generators drop the whole operation.
+    "FunctionDefinition": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "description": {"type": "string"},
+            # A JSON Schema object describing the function's arguments.
+            "parameters": {"type": "object", "additionalProperties": True},
+            "strict": {"type": ["boolean", "null"]},
+        },
+    },
+    "ChatTool": {
+        "type": "object",
+        "required": ["type", "function"],
+        "properties": {"type": {"const": "function"}, "function": _ref("FunctionDefinition")},
     },
     "ChatCompletion": {
         "type": "object",
