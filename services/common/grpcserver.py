@@ -7,9 +7,10 @@ else becomes INTERNAL with a generic message; the details go to the log with the
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import grpc
 from google.rpc import status_pb2
@@ -23,6 +24,9 @@ from .errors import SwitchboardError, internal_status, to_rpc_status
 log = logging.getLogger(__name__)
 
 Behavior = Callable[..., Any]
+# RpcMethodHandler's behaviours; exactly one is set.
+_KINDS: Final = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+_STREAMING: Final = frozenset({"unary_stream", "stream_stream"})
 if TYPE_CHECKING:  # generic only in the stubs, not at run time
     Context = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -47,12 +51,15 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         method = details.method
         headers = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
-        if handler.unary_unary or handler.stream_unary:
-            kind = "unary_unary" if handler.unary_unary else "stream_unary"
-            wrapped = _wrap_unary(getattr(handler, kind), method, headers)
+        kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+        behavior = getattr(handler, kind)
+        # grpc.aio runs a streaming handler that is a coroutine function (it writes with
+        # `context.write`, as the aio health servicer's Watch does) differently from an async
+        # generator, by the function's kind: the wrapper must be of the same kind.
+        if kind in _STREAMING and not inspect.iscoroutinefunction(behavior):
+            wrapped = _wrap_stream(behavior, method, headers)
         else:
-            kind = "unary_stream" if handler.unary_stream else "stream_stream"
-            wrapped = _wrap_stream(getattr(handler, kind), method, headers)
+            wrapped = _wrap_call(behavior, method, headers)
         # RpcMethodHandler is a namedtuple at run time; the stubs do not say so.
         return cast("Handler", handler._replace(**{kind: wrapped}))  # type: ignore[attr-defined]
 
@@ -63,7 +70,9 @@ async def _abort(context: Context, method: str, exc: BaseException) -> None:
     await context.abort(rich.code, rich.details, rich.trailing_metadata)
 
 
-def _wrap_unary(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
+def _wrap_call(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
+    """A unary handler, or a streaming one that writes its replies itself (returns None)."""
+
     async def call(request: Any, context: Context) -> Any:
         with telemetry.incoming_span(method, headers), telemetry.timed(method):
             try:
@@ -79,6 +88,8 @@ def _wrap_unary(behavior: Behavior, method: str, headers: dict[str, str]) -> Beh
 
 
 def _wrap_stream(behavior: Behavior, method: str, headers: dict[str, str]) -> Behavior:
+    """A streaming handler that yields its replies (an async generator)."""
+
     async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         with telemetry.incoming_span(method, headers), telemetry.timed(method):
             try:

@@ -75,3 +75,28 @@ async def test_errors_health_and_reflection_on_the_wire() -> None:
             assert {SERVICE, "grpc.health.v1.Health"} <= names
     finally:
         await server.stop(None)
+
+
+@pytest.mark.asyncio
+async def test_health_watch_follows_the_servers_status() -> None:
+    """Watch is a coroutine that writes (not an async generator) in the aio servicer: the
+    interceptor must keep it one, or grpc.aio fails the call with a TypeError."""
+    server, health = build_server("127.0.0.1:0", [], [SERVICE])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
+            )
+            first = await call.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            await set_serving(health, [SERVICE], True)
+            serving = await call.read()
+            assert serving.status == health_pb2.HealthCheckResponse.SERVING
+            await set_serving(health, [SERVICE], False)
+            stopped = await call.read()
+            assert stopped.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            call.cancel()
+    finally:
+        await server.stop(None)
