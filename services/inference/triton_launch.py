@@ -5,10 +5,16 @@ rather than PyTriton's ``bind()``: ``prepare()`` renders the repository template
 module into a state folder (the real models; the ``test-*`` doubles only when asked) and
 builds a Python-backend directory whose stub matches the running interpreter; ``command()``
 and ``environment()`` give the argv and env to start it.
+
+``python -m switchboard.inference.triton_launch`` does all three and then replaces itself with
+``tritonserver`` (exec, not a child): whoever started it (the local stack's supervisor) holds
+Triton's own pid, so signals, restarts and readiness checks reach Triton itself, and the
+supervisor never imports inference code.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shutil
@@ -18,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TritonLayout", "command", "environment", "prepare", "tritonserver_binary"]
+__all__ = ["TritonLayout", "command", "environment", "main", "prepare", "tritonserver_binary"]
 
 TEMPLATE = Path(__file__).resolve().parent / "model_repository"
 PLACEHOLDER = "${EXECUTION_ENV_PATH}"
@@ -108,11 +114,19 @@ def prepare(
 
 
 def command(
-    layout: TritonLayout, *, grpc_port: int, http_port: int, metrics_port: int
+    layout: TritonLayout,
+    *,
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+    binary: str | None = None,
 ) -> list[str]:
-    """The full argv that starts Triton on loopback with every model in the repository loaded."""
+    """The full argv that starts Triton on loopback with every model in the repository loaded.
+
+    ``binary`` names another ``tritonserver`` (a path, or a name looked up on PATH); the
+    default is the one in the ``nvidia-pytriton`` wheel."""
     return [
-        str(tritonserver_binary()),
+        binary or str(tritonserver_binary()),
         f"--model-repository={layout.model_repository}",
         f"--backend-directory={layout.backend_directory}",
         "--model-control-mode=none",
@@ -147,3 +161,44 @@ def environment(base: Mapping[str, str]) -> dict[str, str]:
         rest = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != libdir]
         env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *rest])
     return env
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m switchboard.inference.triton_launch",
+        description="Render Triton's model repository into a state folder, then exec tritonserver.",
+    )
+    parser.add_argument("--state-dir", type=Path, required=True, help="where to render it")
+    parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--metrics-port", type=int, required=True)
+    parser.add_argument(
+        "--test-models", action="store_true", help="add the test-* doubles (local stack, tests)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> None:
+    """Prepare the repository, then exec ``tritonserver``; returns only if the exec fails.
+
+    ``SWITCHBOARD_TRITONSERVER`` names another binary (a path, or a name on PATH)."""
+    args = _arguments(argv)
+    try:
+        layout = prepare(args.state_dir, test_models=args.test_models)
+    except FileNotFoundError as e:  # no pytriton, or a backend file missing from it
+        raise SystemExit(f"triton_launch: {e}") from e
+    full = command(
+        layout,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        binary=environ.get("SWITCHBOARD_TRITONSERVER") or None,
+    )
+    # Whatever was buffered would be lost with this process image.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(full[0], full, environment(environ))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import checks
 from .ports import Ports
-from .stack import ProcessSpec
+from .spec import ProcessSpec
 
 NAME = "tracing"
 EXTRAS = (NAME,)

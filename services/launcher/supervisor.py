@@ -15,50 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from . import control, leftovers
+from . import children, control, leftovers
+from .children import kill_group
+from .procstate import ProcState, alive, read_state
 from .restart import RestartPolicy, Restarts
-from .stack import ProcessSpec
+from .spec import ProcessSpec
+
+# `status`, `down`, the tests and the benchmarks import these from here.
+__all__ = ["STOP_GRACE", "ProcState", "Supervisor", "alive", "kill_group", "read_state"]
 
 STOP_GRACE = 10.0
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass
-class ProcState:
-    name: str
-    # waiting, starting, ready, restarting (waiting out its backoff), crashloop (died too
-    # often; left down), failed (never became ready), stopping, stopped
-    state: str = "waiting"
-    pid: int | None = None
-    ports: tuple[int, ...] = ()
-    log: str = ""
-    started_at: float | None = None
-    ready_at: float | None = None
-    exit_code: int | None = None
-    detail: str = ""
-    # Starts after the first, automatic and by hand.
-    restarts: int = 0
-    # The exit status of the last death as asyncio reports it (negative: the signal).
-    last_exit: int | None = None
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def kill_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 class Supervisor:
@@ -171,7 +145,7 @@ class Supervisor:
         delay: float | None = 0.0
         while True:
             if current is not None:
-                if await _exit_or_request(current, request):
+                if await children.exit_or_request(current, request):
                     await self._stop(proc, current)
                     self._ready_since.pop(spec.name, None)
                     restarts.forgive()
@@ -242,17 +216,7 @@ class Supervisor:
             if proc.restarts:
                 log.write(f"--- switchboard: restart {proc.restarts} ---\n".encode())
                 log.flush()
-            starting = asyncio.ensure_future(
-                asyncio.create_subprocess_exec(
-                    *spec.argv(),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=dict(spec.env),
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            )
+            starting = children.start(spec, log)
             try:
                 child = await asyncio.shield(starting)
             except asyncio.CancelledError:
@@ -273,7 +237,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if child.returncode is not None:
                 return f"exited with {child.returncode} before ready"
-            if await _passes(spec) and child.returncode is None:
+            if await children.passes(spec) and child.returncode is None:
                 proc.state, proc.ready_at, proc.detail = "ready", time.time(), ""
                 self._ready_since[spec.name] = time.monotonic()
                 self._shared_memory[spec.name] = leftovers.shared_memory(child.pid)
@@ -319,47 +283,3 @@ class Supervisor:
             proc.state = "stopped"
         proc.exit_code = child.returncode
         self._changed()
-
-
-async def _passes(spec: ProcessSpec) -> bool:
-    # A check that raises must not end the process's supervision: it is just not ready.
-    try:
-        return await spec.check()
-    except Exception:  # noqa: BLE001
-        return False
-
-
-async def _exit_or_request(child: asyncio.subprocess.Process, request: asyncio.Event) -> bool:
-    """Waits until the child exits (False) or a restart is asked for (True)."""
-    exited = asyncio.create_task(child.wait())
-    asked = asyncio.create_task(request.wait())
-    try:
-        done, _ = await asyncio.wait({exited, asked}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        exited.cancel()
-        asked.cancel()
-    return asked in done
-
-
-def read_state(state_dir: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads((state_dir / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); /proc tells the truth.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False

@@ -16,10 +16,11 @@ import pytest
 
 from switchboard import cli
 from switchboard.launcher.ports import Ports, free_block
+from switchboard.launcher.procstate import alive
 from switchboard.launcher.replicas import Replicas
 from switchboard.launcher.restart import RestartPolicy
-from switchboard.launcher.stack import ProcessSpec
-from switchboard.launcher.supervisor import Supervisor, alive
+from switchboard.launcher.spec import ProcessSpec
+from switchboard.launcher.supervisor import Supervisor
 
 from .test_supervisor import _http, _port, _recorded, _until
 

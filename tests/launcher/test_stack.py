@@ -4,6 +4,7 @@ token given to the planner and the edges, and as many replicas of each service a
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -30,13 +31,26 @@ def test_two_edges_share_valkey_and_the_internal_token(tmp_path: Path) -> None:
     assert [s.name for s in stack.select(list(specs.values()), ["edge-2"])] == ["valkey", "edge-2"]
 
 
+def _start_triton(spec: stack.ProcessSpec, tmp_path: Path) -> list[str]:
+    """Runs the Triton spec as the supervisor would, with a stand-in tritonserver (named by
+    the wrapper's SWITCHBOARD_TRITONSERVER) that records its argv; returns that argv."""
+    record = tmp_path / "argv"
+    fake = tmp_path / "fake-tritonserver"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n', encoding="utf-8")
+    fake.chmod(0o755)
+    env = {**spec.env, "SWITCHBOARD_TRITONSERVER": str(fake)}
+    subprocess.run(spec.argv(), env=env, check=True, timeout=60)
+    return record.read_text(encoding="utf-8").splitlines()
+
+
 def test_the_local_stack_opts_in_to_the_test_models(tmp_path: Path) -> None:
     specs = {s.name: s for s in stack.build(Ports.at(30000), tmp_path, {})}
     env = specs["inference"].env
     assert env["SWITCHBOARD_INFERENCE_TEST_MODELS"] == "true"
     assert "test-streamer" in env["SWITCHBOARD_INFERENCE_CANARY_ROUTES"].split(",")
-    # Triton's repository is rendered when it starts (argv), with the test models' folders.
-    argv = specs["triton"].argv()
+    # Triton's repository is rendered when it starts (by its wrapper), with the test models'
+    # folders.
+    argv = _start_triton(specs["triton"], tmp_path)
     models = tmp_path / "triton" / "models"
     assert f"--model-repository={models.resolve()}" in argv
     assert {"test-streamer", "test-fail", "smollm2-135m-instruct"} <= {
@@ -52,7 +66,7 @@ def test_the_environment_can_opt_the_local_stack_out(tmp_path: Path) -> None:
     specs = {s.name: s for s in stack.build(Ports.at(30000), tmp_path, environ)}
     assert specs["inference"].env["SWITCHBOARD_INFERENCE_TEST_MODELS"] == "false"
     assert specs["inference"].env["SWITCHBOARD_INFERENCE_CANARY_ROUTES"] == "default-chat"
-    specs["triton"].argv()
+    _start_triton(specs["triton"], tmp_path)
     assert not list((tmp_path / "triton" / "models").glob("test-*"))
 
 

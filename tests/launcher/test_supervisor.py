@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from switchboard.launcher import checks
+from switchboard.launcher.procstate import ProcState, alive, read_state
 from switchboard.launcher.restart import RestartPolicy
-from switchboard.launcher.stack import ProcessSpec
-from switchboard.launcher.supervisor import ProcState, Supervisor, alive, read_state
+from switchboard.launcher.spec import ProcessSpec
+from switchboard.launcher.supervisor import Supervisor
 
 # Quick enough for tests; the rules themselves are tested in test_restart.py.
 FAST = RestartPolicy(first_backoff_s=0.1, max_backoff_s=0.4, crashloop_deaths=3)

@@ -159,10 +159,17 @@ def test_final_stage_is_unbuffered_probe_checked_and_without_secrets(path: Path)
     assert not re.search(r"pip install|uv |build-essential|gcc|cmake", _runs(final)), path.name
 
 
+# The local Triton's wrapper: it renders the repository and execs tritonserver. The Triton
+# images render theirs at build time (their root filesystem is read-only) and hold no
+# switchboard package, so they run tritonserver itself (test_triton_serves_with_the_local_flags).
+TRITON_WRAPPER = "switchboard.inference.triton_launch"
+
+
 def test_image_entry_points_are_what_the_local_mesh_runs() -> None:
-    stack = (ROOT / "services" / "launcher" / "stack.py").read_text(encoding="utf-8")
-    launched = set(re.findall(r'_python\("([\w.]+)"\)', stack))
-    assert launched == {module for module, _, _ in SERVICES.values()}
+    launcher = ROOT / "services" / "launcher"
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in sorted(launcher.glob("*.py")))
+    launched = set(re.findall(r'python_module\(\s*"([\w.]+)"', sources))
+    assert launched == {module for module, _, _ in SERVICES.values()} | {TRITON_WRAPPER}
     for image, (module, _, _) in SERVICES.items():
         (entrypoint,) = _final(image).all("ENTRYPOINT")
         assert entrypoint.words() == ["python", "-m", module], image
