@@ -2,8 +2,9 @@
 
 Key `sb:{<client>/<job_id>}:events` (the braces are a cluster hash tag, so the log and its
 state index share a slot). Each entry holds one serialized `JobEvent` under field `e`; the
-entry id (`<ms>-<seq>`) is the event's cursor. State changes go through a script that records
-each state once, so a retried publish never writes a second terminal event.
+entry id (`<ms>-<seq>`) is the event's cursor (`entries`). State changes go through a script
+that records each state once, so a retried publish never writes a second terminal event;
+`log` events the log cannot take wait in the process's `backlog`.
 
 Watchers replay the stored history themselves (XRANGE) and then follow the process's single
 reader (`hub.StreamHub`), which reads every watched log with one blocking XREAD.
@@ -11,16 +12,10 @@ reader (`hub.StreamHub`), which reads every watched log with one blocking XREAD.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import re
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, cast
 
-from google.protobuf import timestamp_pb2
 from valkey import exceptions as valkey_errors
 from valkey.asyncio import Valkey
 
@@ -28,20 +23,40 @@ from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common import jobstates
 from switchboard.common.jobref import JobRef
 
-from ..shared.errors import EventLogUnavailable, InvalidCursor
+from ..shared.errors import EventLogUnavailable
+from .backlog import Backlog
+from .entries import (
+    EVENTS,
+    FIELD,
+    MAX_STREAM_PART,
+    STATES,
+    decode,
+    job_event,
+    now,
+    parse_cursor,
+    reachable,
+    stream_key,
+    text,
+    translated,
+)
 from .hub import DEFAULT_OUTAGE_S, Feed, Position, StreamHub
+
+# The servicer, the worker's clients and the tests import these from here.
+__all__ = [
+    "MAX_BLOCK_SECONDS",
+    "REPLAY_BATCH",
+    "EventLog",
+    "job_event",
+    "now",
+    "parse_cursor",
+    "reachable",
+    "stream_key",
+]
 
 log = logging.getLogger(__name__)
 
-_FIELD = b"e"
-# A job's keys (JobRef.key): its event stream (the edge reads the log through the planner,
-# never these keys), the entry id of each state logged, and the tokens of `log` events
-# appended once.
-_EVENTS, _STATES, _ONCE = "events", "states", "once"
 MAX_BLOCK_SECONDS = 2.0
 REPLAY_BATCH = 500
-_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-MAX_STREAM_PART = 2**64 - 1
 
 # Appends a state change unless this state was already logged; returns the entry id either way.
 _APPEND_STATE = """
@@ -53,59 +68,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return id
 """
-
-
-# Appends an event once per token (a `log` event kept while the log was down, appended when it
-# is back: a retry after a lost reply must not add it twice); returns the entry id either way.
-_APPEND_ONCE = """
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if id then return id end
-id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], id)
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return id
-"""
-# What one process keeps of `log` events the log could not take.
-BACKLOG_PER_JOB = 100
-BACKLOG_JOBS = 10_000
-
-
-def stream_key(job: JobRef) -> str:
-    """The job's event stream (`sb:{<client>/<job_id>}:events`)."""
-    return job.key(_EVENTS)
-
-
-def parse_cursor(cursor: str) -> tuple[int, int]:
-    """`<ms>-<seq>` as a comparable pair; the empty cursor is the start of the log."""
-    if not cursor:
-        return (0, 0)
-    match = _CURSOR.match(cursor)
-    if match is None:
-        raise InvalidCursor(f"malformed cursor {cursor!r}; use a JobEvent.cursor")
-    ms, seq = int(match.group(1)), int(match.group(2))
-    if ms > MAX_STREAM_PART or seq > MAX_STREAM_PART:
-        # Valkey's stream ids are two unsigned 64-bit parts; it would refuse this one.
-        raise InvalidCursor(f"cursor {cursor!r} is out of range; use a JobEvent.cursor")
-    return ms, seq
-
-
-def now() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(datetime.now(UTC))
-    return stamp
-
-
-def job_event(job: JobRef, **payload: Any) -> events_pb2.JobEvent:
-    """A new event of the job, stamped now; `payload` is one JobEvent field."""
-    return events_pb2.JobEvent(job=job.name, create_time=now(), **payload)
-
-
-@contextlib.contextmanager
-def reachable() -> Iterator[None]:
-    try:
-        yield
-    except (valkey_errors.ConnectionError, valkey_errors.TimeoutError) as e:
-        raise EventLogUnavailable("the event log is unavailable; retry later") from e
 
 
 class EventLog:
@@ -131,16 +93,13 @@ class EventLog:
         self._open_ttl = open_ttl_seconds
         self._heartbeat_seconds = heartbeat_seconds
         self._append_state = client.register_script(_APPEND_STATE)
-        self._append_once = client.register_script(_APPEND_ONCE)
-        # Per job, in order: (token, serialized event) of `log` events not yet appended.
-        self._backlog: dict[JobRef, list[tuple[str, bytes]]] = {}
-        self._flushing = asyncio.Lock()
+        self._backlog = Backlog(client, maxlen=maxlen, ttl_seconds=open_ttl_seconds)
         self.hub: StreamHub[events_pb2.JobEvent] = StreamHub(
             client,
-            _decode,
+            decode,
             block_ms=max(1, int(_block_limit(client) * 1000)),
             queue_limit=queue_limit,
-            on_error=_translated,
+            on_error=translated,
             outage_seconds=reader_outage_seconds,
         )
 
@@ -150,33 +109,30 @@ class EventLog:
 
     async def append(self, job: JobRef, event: events_pb2.JobEvent) -> str:
         """Appends any event (after the job's kept `log` events); returns its cursor."""
-        await self._flush(job)
+        await self._backlog.flush(job)
         with reachable():
             entry_id = await self._client.xadd(
-                job.key(_EVENTS), {_FIELD: event.SerializeToString()}, maxlen=self._maxlen
+                job.key(EVENTS), {FIELD: event.SerializeToString()}, maxlen=self._maxlen
             )
-        return _text(entry_id)
+        return text(entry_id)
 
     async def append_state(self, job: JobRef, event: events_pb2.JobEvent) -> str:
         """Appends a state change once per state; a repeat returns the first one's cursor."""
         state = event.state_changed.state
         ttl = self._terminal_ttl if state in jobstates.TERMINAL_STATE_NAMES else self._open_ttl
         args: list[bytes | str | int] = [state, event.SerializeToString(), self._maxlen, ttl]
-        await self._flush(job)
+        await self._backlog.flush(job)
         with reachable():
-            entry_id = await self._append_state(
-                keys=[job.key(_EVENTS), job.key(_STATES)], args=args
-            )
-        return _text(entry_id)
+            entry_id = await self._append_state(keys=[job.key(EVENTS), job.key(STATES)], args=args)
+        return text(entry_id)
 
     async def append_log(self, job: JobRef, event: events_pb2.JobEvent) -> bool:
         """Appends a `log` event, or keeps it when the log is unavailable: kept events are
         appended (in order, each once) before the job's next event from this process.
         False when it was kept."""
-        self._backlog.setdefault(job, []).append((uuid.uuid4().hex, event.SerializeToString()))
-        self._bound(job)
+        self._backlog.keep(job, event.SerializeToString())
         try:
-            await self._flush(job)
+            await self._backlog.flush(job)
         except EventLogUnavailable:
             log.warning("log event kept until the event log is back")
             return False
@@ -184,43 +140,19 @@ class EventLog:
 
     def kept(self, job: JobRef) -> int:
         """How many `log` events of the job wait for the log."""
-        return len(self._backlog.get(job, ()))
-
-    async def _flush(self, job: JobRef) -> None:
-        """Appends the job's kept `log` events, oldest first; raises EventLogUnavailable (and
-        keeps the rest) when the log is still down."""
-        if job not in self._backlog:
-            return
-        async with self._flushing:
-            pending = self._backlog.get(job, [])
-            while pending:
-                token, data = pending[0]
-                args: list[bytes | str | int] = [token, data, self._maxlen, self._open_ttl]
-                with reachable():
-                    await self._append_once(keys=[job.key(_EVENTS), job.key(_ONCE)], args=args)
-                pending.pop(0)
-            self._backlog.pop(job, None)
-
-    def _bound(self, job: JobRef) -> None:
-        pending = self._backlog[job]
-        if len(pending) > BACKLOG_PER_JOB:
-            del pending[0]
-            log.warning("kept log events over the limit: the oldest dropped")
-        while len(self._backlog) > BACKLOG_JOBS:
-            del self._backlog[next(iter(self._backlog))]
-            log.warning("kept log events of too many jobs: a job's dropped")
+        return self._backlog.kept(job)
 
     async def exists(self, job: JobRef) -> bool:
         with reachable():
-            return bool(await self._client.exists(job.key(_EVENTS)))
+            return bool(await self._client.exists(job.key(EVENTS)))
 
     async def terminal_cursor(self, job: JobRef) -> str | None:
         """The cursor of the job's terminal event; None while there is none (or it expired)."""
         with reachable():
             # valkey types hash commands for its sync and async clients at once.
-            pending = self._client.hmget(job.key(_STATES), sorted(jobstates.TERMINAL_STATE_NAMES))
+            pending = self._client.hmget(job.key(STATES), sorted(jobstates.TERMINAL_STATE_NAMES))
             found = await cast(Awaitable[list[bytes | None]], pending)
-        return next((_text(entry_id) for entry_id in found if entry_id), None)
+        return next((text(entry_id) for entry_id in found if entry_id), None)
 
     async def watch(
         self, job: JobRef, after_cursor: str
@@ -238,7 +170,7 @@ class EventLog:
         parse_cursor(after_cursor)
         cursor = after_cursor or "0-0"
         with reachable():
-            feed = await self.hub.subscribe(job.key(_EVENTS))
+            feed = await self.hub.subscribe(job.key(EVENTS))
         try:
             ended = False
             while True:
@@ -275,10 +207,10 @@ class EventLog:
                 return  # the last id there can be: nothing follows (and Valkey refuses `(` it)
             with reachable():
                 entries = await self._client.xrange(
-                    job.key(_EVENTS), min=f"({cursor}", count=REPLAY_BATCH
+                    job.key(EVENTS), min=f"({cursor}", count=REPLAY_BATCH
                 )
             for entry_id, fields in entries:
-                event = _decode(_text(entry_id), fields)
+                event = decode(text(entry_id), fields)
                 cursor = event.cursor
                 yield event
             if len(entries) < REPLAY_BATCH:
@@ -305,30 +237,17 @@ class EventLog:
         """A gap event when entries after the cursor may have been trimmed away."""
         with reachable():
             try:
-                info: dict[str, Any] = await self._client.xinfo_stream(job.key(_EVENTS))
+                info: dict[str, Any] = await self._client.xinfo_stream(job.key(EVENTS))
             except valkey_errors.ResponseError:
                 return None  # no log (yet): nothing was lost
         trimmed = int(info["entries-added"]) > int(info["length"])
         first = info.get("first-entry")
         if not trimmed or not first:
             return None
-        first_cursor = _text(first[0])
+        first_cursor = text(first[0])
         if parse_cursor(cursor) >= parse_cursor(first_cursor):
             return None
         return job_event(job, gap=events_pb2.Gap(first_available_cursor=first_cursor))
-
-
-def _decode(cursor: str, fields: dict[bytes, bytes]) -> events_pb2.JobEvent:
-    event = events_pb2.JobEvent.FromString(fields[_FIELD])
-    event.cursor = cursor
-    return event
-
-
-def _translated(error: Exception) -> Exception:
-    """The hub's failure as watchers report it."""
-    if isinstance(error, valkey_errors.ConnectionError | valkey_errors.TimeoutError):
-        return EventLogUnavailable("the event log is unavailable; retry later")
-    return error
 
 
 def _block_limit(client: Valkey) -> float:
@@ -336,7 +255,3 @@ def _block_limit(client: Valkey) -> float:
     which would otherwise end an idle watch with a read timeout."""
     timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
     return MAX_BLOCK_SECONDS if timeout is None else min(MAX_BLOCK_SECONDS, timeout / 2)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,82 @@
+"""How one job event is kept in its Valkey stream: the key of the job's log, the entry's one
+field, the entry id read as the event's cursor, and Valkey's failures as the planner reports
+them. Shared by the event log's writers and readers; no I/O of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from valkey import exceptions as valkey_errors
+
+from switchboard.api.jobs.v1 import events_pb2
+from switchboard.common.jobref import JobRef
+
+from ..shared.errors import EventLogUnavailable, InvalidCursor
+
+FIELD = b"e"
+# A job's keys (JobRef.key): its event stream (the edge reads the log through the planner,
+# never these keys), the entry id of each state logged, and the tokens of `log` events
+# appended once.
+EVENTS, STATES, ONCE = "events", "states", "once"
+_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+MAX_STREAM_PART = 2**64 - 1
+
+
+def stream_key(job: JobRef) -> str:
+    """The job's event stream (`sb:{<client>/<job_id>}:events`)."""
+    return job.key(EVENTS)
+
+
+def parse_cursor(cursor: str) -> tuple[int, int]:
+    """`<ms>-<seq>` as a comparable pair; the empty cursor is the start of the log."""
+    if not cursor:
+        return (0, 0)
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise InvalidCursor(f"malformed cursor {cursor!r}; use a JobEvent.cursor")
+    ms, seq = int(match.group(1)), int(match.group(2))
+    if ms > MAX_STREAM_PART or seq > MAX_STREAM_PART:
+        # Valkey's stream ids are two unsigned 64-bit parts; it would refuse this one.
+        raise InvalidCursor(f"cursor {cursor!r} is out of range; use a JobEvent.cursor")
+    return ms, seq
+
+
+def now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.now(UTC))
+    return stamp
+
+
+def job_event(job: JobRef, **payload: Any) -> events_pb2.JobEvent:
+    """A new event of the job, stamped now; `payload` is one JobEvent field."""
+    return events_pb2.JobEvent(job=job.name, create_time=now(), **payload)
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    try:
+        yield
+    except (valkey_errors.ConnectionError, valkey_errors.TimeoutError) as e:
+        raise EventLogUnavailable("the event log is unavailable; retry later") from e
+
+
+def decode(cursor: str, fields: dict[bytes, bytes]) -> events_pb2.JobEvent:
+    event = events_pb2.JobEvent.FromString(fields[FIELD])
+    event.cursor = cursor
+    return event
+
+
+def translated(error: Exception) -> Exception:
+    """The hub's failure as watchers report it."""
+    if isinstance(error, valkey_errors.ConnectionError | valkey_errors.TimeoutError):
+        return EventLogUnavailable("the event log is unavailable; retry later")
+    return error
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
