@@ -84,7 +84,7 @@ def jobs_rest_markdown(rows: Sequence[Row]) -> str:
     """One run's section: each table with its ratios against the direct path."""
     commit, load = env(rows).get("commit", "?"), env(rows).get("load", "?")
     ttft = ["level", "path", "n", "p50_ms", "p90_ms", "vs_direct", "added_p50_ms"]
-    through = ["path", "concurrency", "n", "p50_ms", "p99_ms", "per_s", "vs_direct"]
+    through = ["path", "concurrency", "n", "p50_ms", "p99_ms", "per_s", "vs_direct", "late"]
     return "\n\n".join(
         [
             "## Jobs at the REST level (Envoy, edge, planner, Temporal, worker)",
@@ -100,7 +100,8 @@ def jobs_rest_markdown(rows: Sequence[Row]) -> str:
             markdown_table(rows, "throughput", through),
             "`p50_ms`/`p99_ms`: one call, or one whole job (from its create call until its "
             "answer, its SSE stream's end or WatchJob's end). `vs_direct`: per second against "
-            "`/v1/embeddings`.",
+            "`/v1/embeddings`. `late`: `Prefer: wait` answers that came as 202 (the job not "
+            "finished within the wait), timed to the 202.",
             "### The create call, in the job loops above",
             markdown_table(rows, "create", ["path", "n", "p50_ms", "p99_ms"]),
             "### Terminal event stored → the client has it",

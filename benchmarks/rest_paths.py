@@ -18,7 +18,9 @@ STREAM_MODEL = "test-streamer"
 PROMPT = "one two three four five six seven eight"
 STREAM_TOKENS = 8
 EMBED_TEXT = "a short text to embed"
-WAIT_SECONDS = 10
+# The bench's edge allows this long a `Prefer: wait` (SWITCHBOARD_EDGE_MAX_WAIT_SECONDS; the
+# default 10 s is too short for a job on a loaded 2-core machine); Envoy's route allows 60 s.
+WAIT_SECONDS = 30
 
 
 class BenchFailed(RuntimeError):
@@ -121,21 +123,25 @@ async def embeddings(http: httpx.AsyncClient) -> None:
 
 @dataclass
 class Waited:
-    """A `Prefer: wait` job: its id and the wall-clock ns its 200 answer arrived at."""
+    """A `Prefer: wait` job: its id, the wall-clock ns its answer arrived at, and whether
+    that answer was the finished job (200) or the wait ran out first (202)."""
 
     job_id: str
     arrival_ns: int
+    finished: bool
 
 
 async def wait_job(http: httpx.AsyncClient) -> Waited:
-    """`POST /v1/jobs` with `Prefer: wait`: 200 with the finished job, else a failure."""
+    """`POST /v1/jobs` with `Prefer: wait`: 200 with the succeeded job, or 202 when the wait
+    ran out; anything else is a failure."""
     headers = {"Prefer": f"wait={WAIT_SECONDS}"}
-    answer = _check(await http.post("/v1/jobs", json=embed_job_body(), headers=headers), 200)
+    answer = await http.post("/v1/jobs", json=embed_job_body(), headers=headers)
     arrival = time.time_ns()
-    job = answer.json()
-    if job.get("state") != "SUCCEEDED":
+    job = _check(answer, 202 if answer.status_code == 202 else 200).json()
+    finished = answer.status_code == 200
+    if finished and job.get("state") != "SUCCEEDED":
         raise BenchFailed(f"waited job ended {job.get('state')}: {answer.text[:200]}")
-    return Waited(job["name"].removeprefix("jobs/"), arrival)
+    return Waited(job["name"].removeprefix("jobs/"), arrival, finished)
 
 
 @dataclass
