@@ -108,8 +108,9 @@ async def measure_ttft(
 
 async def measure_throughput(
     rows: list[Row], planner: Planner, http: httpx.AsyncClient, calls: int, jobs: int
-) -> list[rest.Waited]:
-    """The four paths at CONCURRENCY; returns the `Prefer: wait` answers."""
+) -> tuple[list[rest.Waited], list[float]]:
+    """The four paths at CONCURRENCY; returns the `Prefer: wait` answers and the SSE
+    followers' terminal-event delays."""
     loops: dict[str, rest.Loop] = {}
     loops[EMBEDDINGS] = await rest.closed_loop(CONCURRENCY, calls, lambda: rest.embeddings(http))
     waited: list[rest.Waited] = []
@@ -121,12 +122,13 @@ async def measure_throughput(
         CONCURRENCY, jobs, wait_one
     )
     creates: list[float] = []
+    followed: list[float] = []
 
     async def follow_one() -> None:
         start = time.perf_counter()
         job_id, create_ms = await rest.create_job(http, rest.embed_job_body())
         creates.append(create_ms)
-        await rest.follow_events(http, job_id, start)
+        followed.append((await rest.follow_events(http, job_id, start)).terminal_ms)
 
     loops["POST /v1/jobs, then SSE to the end"] = await rest.closed_loop(
         CONCURRENCY, jobs, follow_one
@@ -151,7 +153,7 @@ async def measure_throughput(
     rows.append(
         grpc_create | {"p50_ms": by_grpc["create_p50_ms"], "p99_ms": by_grpc["create_p99_ms"]}
     )
-    return waited[-jobs:]
+    return waited[-jobs:], followed[-jobs:]
 
 
 # --- (d) terminal event to the answer -------------------------------------------------------
@@ -166,7 +168,10 @@ async def terminal_cursor(planner: Planner, job_id: str) -> str:
 
 
 async def measure_terminal(
-    rows: list[Row], planner: Planner, waited: list[rest.Waited], followers: list[float]
+    rows: list[Row],
+    planner: Planner,
+    waited: list[rest.Waited],
+    followers: dict[str, list[float]],
 ) -> None:
     delays = [
         since_stored_ms(await terminal_cursor(planner, w.job_id), w.arrival_ns)
@@ -174,7 +179,8 @@ async def measure_terminal(
         if w.finished  # a 202 came before the end
     ]
     rows.append(_row("terminal", f"POST /v1/jobs, Prefer: wait (embed, c={CONCURRENCY})", delays))
-    rows.append(_row("terminal", "SSE follower (generate, one job at a time)", followers))
+    for path, delays_ms in followers.items():
+        rows.append(_row("terminal", path, delays_ms))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -208,9 +214,13 @@ async def run(quick: bool) -> list[Row]:
                 limits=httpx.Limits(max_connections=4 * CONCURRENCY),
             ) as http:
                 inference = inference_pb2_grpc.InferenceServiceStub(channel)
-                followers = await measure_ttft(rows, planner, inference, http, 10 if quick else 30)
+                generate = await measure_ttft(rows, planner, inference, http, 10 if quick else 30)
                 jobs = 80 if quick else 240
-                waited = await measure_throughput(rows, planner, http, 10 * jobs, jobs)
+                waited, embed = await measure_throughput(rows, planner, http, 10 * jobs, jobs)
+                followers = {
+                    "SSE follower (generate, one job at a time)": generate,
+                    f"SSE follower (embed, c={CONCURRENCY})": embed,
+                }
                 await measure_terminal(rows, planner, waited, followers)
         finally:
             with contextlib.suppress(Exception):

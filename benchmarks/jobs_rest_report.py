@@ -33,7 +33,10 @@ MEASURES: tuple[tuple[str, str, str, str, str], ...] = (
     ("POST /v1/jobs p50 (REST, c=8)", "create", "POST /v1/jobs", "p50_ms", ""),
     ("terminal event stored → Prefer: wait answer, p50", "terminal", "POST /v1/jobs", "p50_ms",
      ""),
-    ("terminal event stored → SSE follower, p50", "terminal", "SSE follower", "p50_ms", ""),
+    ("terminal event stored → SSE follower (generate, alone), p50", "terminal",
+     "SSE follower (generate", "p50_ms", ""),
+    ("terminal event stored → SSE follower (embed, c=8), p50", "terminal",
+     "SSE follower (embed", "p50_ms", ""),
 )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ def test_figure_finds_a_row_by_its_path_start_and_is_nan_without_one() -> None:
     rows = run(108.0, 8.0, 48.0, "abc")
     assert figure(rows, "ttft", "CreateJob", "p50_ms") == 108.0
     assert figure(rows, "throughput", "POST /v1/jobs, Prefer", "per_s") == 8.0
-    assert math.isnan(figure(rows, "terminal", "SSE follower", "p50_ms"))
+    assert math.isnan(figure(rows, "terminal", "SSE follower (generate", "p50_ms"))
     assert math.isnan(figure(rows, "create", "CreateJob", "p99_ms"))
 
 
@@ -43,7 +43,7 @@ def test_before_after_table_gives_each_measure_both_figures_and_their_ratio() ->
     assert "| 8/s | 80/s | 10.0x | ≥ 100 |" in lines["embed jobs, Prefer: wait, c=8, per s"]
     assert "| 48 ms | 6 ms | 0.12x | ≤ 10 |" in lines["CreateJob p50 (gRPC, c=8)"]
     # a measure neither run has: empty cells, no ratio
-    assert lines["terminal event stored → SSE follower, p50"].endswith("|  |  |  |  |")
+    assert lines["terminal event stored → SSE follower (embed, c=8), p50"].endswith("|  |  |  |  |")
 
 
 def test_before_after_section_names_both_commits_and_loads() -> None:
