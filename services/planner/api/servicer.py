@@ -77,9 +77,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         ref = JobRef(client_id, _job_id(request))
         job = _new_job(ref, request.job)
         telemetry.job_id_var.set(ref.id)
-        existing = await self._existing(ref, job, request)
-        if existing is not None:
-            return existing
+        # A caller-chosen id (or key) may name a job that exists; a new random id cannot (80
+        # bits), so its create skips the lookup, one Temporal call; a clash would still be
+        # caught by the start below, which refuses a duplicate workflow id.
+        if request.job_id or request.idempotency_key:
+            existing = await self._existing(ref, job, request)
+            if existing is not None:
+                return existing
         # QUEUED is logged before the workflow exists, so it is always the log's first event.
         await self._events.append_state(ref, _queued(job))
         if await self._store.start(ref, job):

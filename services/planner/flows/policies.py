@@ -39,6 +39,10 @@ PUBLISH_START_TO_CLOSE = timedelta(seconds=10)
 # Unlimited attempts: a job must not end without its terminal event, so an outage of the
 # event log delays the job's end instead of losing the event.
 PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=0)
+# As a local activity (`publishing.py`) the appends' retries wait in the worker; a wait longer
+# than this would be a workflow timer instead. The SDK's default, named: with PUBLISH_RETRY's
+# waits (at most 50 s; the worker asks for 15 s at most) an outage never comes to that.
+PUBLISH_LOCAL_RETRY_THRESHOLD = timedelta(minutes=1)
 
 # The worker's activity sets each retry's delay and the last attempt (its settings are the
 # delivery schedule); this policy only backs it where an attempt timed out instead.

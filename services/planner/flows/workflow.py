@@ -6,15 +6,16 @@ terminal `state_changed` event, also when it is cancelled.
 
 Since the `events-before-state` patch a state change is stored in the event log before the
 workflow shows it (query and memo), and a SUCCEEDED job logs its `result` event just before
-its SUCCEEDED event; histories recorded before the patch replay the old order.
+its SUCCEEDED event; histories recorded before the patch replay the old order. Since the
+`local-events` patch those appends run as local activities, within the workflow task that
+decides them (`publishing.py`). The webhook is delivered by `webhookflow.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, cast
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -28,43 +29,33 @@ with workflow.unsafe.imports_passed_through():
     from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
     from switchboard.api.planner.v1 import tasks_pb2
     from switchboard.common import jobstates
-    from switchboard.common.errors import SwitchboardError
     from switchboard.common.jobref import JobRef
 
     from ..shared import errors
     from ..shared.tasks import (
-        DELIVER_WEBHOOK,
         EMBED,
         GENERATE,
         GENERATE_STAGE,
         MEMO_JOB,
-        PUBLISH_EVENT,
         QUERY_SNAPSHOT,
         WORKFLOW,
     )
 
 from ..shared import redact
-from . import chatflow, documentflow, failures, stages
+from . import chatflow, documentflow, failures, stages, webhookflow
 from .policies import (
     EMBED_RETRY,
     EMBED_START_TO_CLOSE,
     GENERATE_HEARTBEAT,
     GENERATE_RETRY,
     GENERATE_START_TO_CLOSE,
-    PUBLISH_RETRY,
-    PUBLISH_START_TO_CLOSE,
-    WEBHOOK_RETRY,
-    WEBHOOK_START_TO_CLOSE,
 )
+from .publishing import append, stamp, through_cancel
 
 State = jobs_pb2.Job.State
 StageStatus = pipelines_pb2.StageResult.Status
-T = TypeVar("T")
 # Stores each event before the state it announces shows, and logs the result event.
 EVENTS_BEFORE_STATE = "events-before-state"
-# The job shows its webhook's delivery (PENDING from its end, then the outcome), and the
-# outcome is logged as a `webhook` event.
-WEBHOOK_DELIVERY_STATUS = "webhook-delivery-status"
 
 
 class JobFailure(Exception):
@@ -125,14 +116,14 @@ class JobWorkflow:
         except JobFailure as failure:
             final = State.FAILED
             self._job.error.CopyFrom(failure.status)
-        if self._job.webhook_url and workflow.patched(WEBHOOK_DELIVERY_STATUS):
+        if self._job.webhook_url and workflow.patched(webhookflow.WEBHOOK_DELIVERY_STATUS):
             # Shown with the terminal state: the job ended and its notice is on its way.
             self._job.webhook_delivery.state = events_pb2.WebhookDelivery.PENDING
         await self._finish(final)
         if self._job.HasField("webhook_delivery"):
-            await self._deliver()
+            await webhookflow.deliver(self._job)
         elif self._job.webhook_url:
-            await self._notify()
+            await webhookflow.notify(self._job)
         return self._job
 
     async def _run_pipeline(self, job_input: pipelines_pb2.JobInput) -> None:
@@ -217,8 +208,8 @@ class JobWorkflow:
         if not event.job:
             event.job = self._job.name
         if not event.HasField("create_time"):
-            event.create_time.CopyFrom(_stamp())
-        if await _through_cancel(self._append(event)):
+            event.create_time.CopyFrom(stamp())
+        if await through_cancel(append(event)):
             raise asyncio.CancelledError
 
     async def progress(
@@ -275,74 +266,24 @@ class JobWorkflow:
 
     async def _finish(self, state: State.ValueType) -> None:
         # The terminal event is written whatever else is cancelled meanwhile.
-        await _through_cancel(self._end(state))
+        await through_cancel(self._end(state))
 
     async def _end(self, state: State.ValueType) -> None:
         if state == State.SUCCEEDED and workflow.patched(EVENTS_BEFORE_STATE):
             await self.publish(events_pb2.JobEvent(result=self._job.result))
         await self._transition(state)
 
-    async def _deliver(self) -> None:
-        """Delivers the `job.completed` webhook (see `delivery.py`). The job has ended already:
-        whatever becomes of the delivery (or a cancel meanwhile), its state stays. The outcome
-        is logged as a `webhook` event, then shown as the job's `webhook_delivery`."""
-        handle = workflow.start_activity(
-            DELIVER_WEBHOOK,
-            self._job,
-            result_type=events_pb2.WebhookDelivery,
-            start_to_close_timeout=WEBHOOK_START_TO_CLOSE,
-            retry_policy=WEBHOOK_RETRY,
-        )
-        try:
-            delivery = cast(events_pb2.WebhookDelivery, await asyncio.shield(handle))
-        except asyncio.CancelledError:
-            handle.cancel()
-            abandoned = SwitchboardError(
-                "webhook delivery abandoned: the workflow was cancelled",
-                reason=errors.WebhookDeliveryFailed.reason,
-                code=grpc.StatusCode.CANCELLED,
-            )
-            delivery = failures.undelivered(abandoned.to_status())
-        except ActivityError as err:  # the activity returns its outcomes: not expected
-            delivery = failures.undelivered(failures.failure_status(err))
-        event = events_pb2.JobEvent(job=self._job.name, create_time=_stamp(), webhook=delivery)
-        try:
-            await _through_cancel(self._append(event))
-        except ActivityError:  # the log stayed away past its horizon: the job still shows it
-            workflow.logger.warning("webhook outcome not logged: the event log is unavailable")
-        self._job.webhook_delivery.CopyFrom(delivery)
-        workflow.upsert_memo({MEMO_JOB: self._job})
-
-    async def _notify(self) -> None:
-        """`_deliver` as it was before the webhook-delivery-status patch (histories recorded
-        before it replay this): a failure is only logged."""
-        handle = workflow.start_activity(
-            DELIVER_WEBHOOK,
-            self._job,
-            start_to_close_timeout=WEBHOOK_START_TO_CLOSE,
-            retry_policy=WEBHOOK_RETRY,
-        )
-        try:
-            await asyncio.shield(handle)
-        except asyncio.CancelledError:
-            handle.cancel()
-            workflow.logger.warning("webhook delivery abandoned: the workflow was cancelled")
-        except ActivityError as err:
-            cause = err.cause
-            why = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
-            workflow.logger.warning("webhook not delivered (%s)", why)
-
     async def _transition(self, state: State.ValueType) -> None:
-        stamp = _stamp()
+        now = stamp()
         changed = jobstates.state_changed(state, self._job.error if state == State.FAILED else None)
-        event = events_pb2.JobEvent(job=self._job.name, create_time=stamp, state_changed=changed)
+        event = events_pb2.JobEvent(job=self._job.name, create_time=now, state_changed=changed)
         if not workflow.patched(EVENTS_BEFORE_STATE):
-            self._show(state, stamp)
-            await self._append(event)
+            self._show(state, now)
+            await append(event)
             return
         # Stored first: whoever sees the state (GetJob) finds its event in the log.
-        interrupted = await _through_cancel(self._append(event))
-        self._show(state, stamp)
+        interrupted = await through_cancel(append(event))
+        self._show(state, now)
         if interrupted:
             raise asyncio.CancelledError
 
@@ -351,30 +292,3 @@ class JobWorkflow:
         self._job.state = state
         self._job.update_time.CopyFrom(stamp)
         workflow.upsert_memo({MEMO_JOB: self._job})
-
-    async def _append(self, event: events_pb2.JobEvent) -> None:
-        await workflow.execute_activity(
-            PUBLISH_EVENT,
-            event,
-            start_to_close_timeout=PUBLISH_START_TO_CLOSE,
-            retry_policy=PUBLISH_RETRY,
-        )
-
-
-def _stamp() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(workflow.now())
-    return stamp
-
-
-async def _through_cancel(awaitable: Awaitable[T]) -> bool:
-    """Awaits to its end whatever cancels arrive meanwhile; True when one did."""
-    future = asyncio.ensure_future(awaitable)
-    interrupted = False
-    while not future.done():
-        try:
-            await asyncio.shield(future)
-        except asyncio.CancelledError:
-            interrupted = True
-    future.result()
-    return interrupted

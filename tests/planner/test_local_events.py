@@ -1,0 +1,131 @@
+"""The `local-events` patch: a job's own events (state changes, the result) are appended by a
+local activity within the workflow task that decides them, so a short job costs two workflow
+tasks, not five, and nothing of what the event log promises changes: each state once, stored
+before it shows, and an event-log outage delays the job instead of failing it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+
+from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
+from switchboard.common.jobref import JobRef
+from switchboard.planner import process
+from switchboard.planner.shared.tasks import PUBLISH_EVENT
+
+from . import restartable
+from .fake_inference import FakeInference
+from .support import Planner, eventually, running_planner, running_worker, serving, states
+
+Job = jobs_pb2.Job
+OUTAGE_S = 3.0
+
+
+def _embed_request() -> jobs_pb2.CreateJobRequest:
+    embed = pipelines_pb2.EmbedInput(model="echo-embed", texts=["one text", "and another"])
+    job = Job(pipeline="embed", input=pipelines_pb2.JobInput(embed=embed))
+    return jobs_pb2.CreateJobRequest(job=job)
+
+
+async def _history(client: Client, planner: Planner, name: str) -> list[HistoryEvent]:
+    """The workflow's history once it has closed (its terminal event is logged just before
+    its last workflow task completes)."""
+    handle = client.get_workflow_handle(JobRef.from_name(planner.client_id, name).workflow_id)
+    await asyncio.wait_for(handle.result(), 30)
+    return list((await handle.fetch_history()).events)
+
+
+def _count(history: list[HistoryEvent], kind: EventType.ValueType) -> int:
+    return sum(event.event_type == kind for event in history)
+
+
+def _scheduled(history: list[HistoryEvent]) -> list[str]:
+    """The (normal) activities the workflow scheduled, by type."""
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+@pytest.mark.asyncio
+async def test_an_embed_job_takes_two_workflow_tasks(
+    planner: Planner, temporal_client: Client
+) -> None:
+    job = await planner.stub.CreateJob(_embed_request(), metadata=planner.md())
+
+    seen = await planner.watch(job.name)
+
+    assert states(seen) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert [e.WhichOneof("payload") for e in seen[-2:]] == ["result", "state_changed"]
+    history = await _history(temporal_client, planner, job.name)
+    # The start (RUNNING logged, embed scheduled), then the embed's end (result and
+    # SUCCEEDED logged, the workflow completed).
+    assert _count(history, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 2
+    assert _scheduled(history) == ["embed"]
+    # RUNNING, result, SUCCEEDED: each a local activity's marker.
+    assert _count(history, EventType.EVENT_TYPE_MARKER_RECORDED) >= 3
+
+
+@pytest.mark.asyncio
+async def test_a_generate_job_logs_its_states_without_activities_of_their_own(
+    planner: Planner, temporal_client: Client
+) -> None:
+    job = await planner.create(prompt="tokens come from the activity")
+
+    seen = await planner.watch(job.name)
+
+    assert states(seen) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    history = await _history(temporal_client, planner, job.name)
+    assert _scheduled(history) == ["generate"]
+    assert PUBLISH_EVENT not in _scheduled(history)
+    assert _count(history, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_an_event_log_outage_as_the_job_starts_delays_it_and_logs_each_state_once(
+    own_valkey: restartable.Restartable, temporal_client: Client
+) -> None:
+    """Valkey is down when the worker picks the job up: the local activity that logs
+    RUNNING retries in the worker until Valkey is back; the job then runs to its end."""
+    client = process.valkey_client(f"valkey://{own_valkey.address}/0")
+    fake = FakeInference()
+    queue = f"test-{uuid.uuid4().hex}"
+    try:
+        async with (
+            serving(fake) as address,
+            running_planner(temporal_client, client, fake, queue) as planner,
+        ):
+            job = await planner.create(prompt="after the outage")  # QUEUED is logged
+            own_valkey.kill()
+            async with running_worker(temporal_client, client, address, queue):
+                wid = JobRef.from_name(planner.client_id, job.name).workflow_id
+                handle = temporal_client.get_workflow_handle(wid)
+
+                async def publish_failed() -> bool:
+                    history = (await handle.fetch_history()).events
+                    return _count(list(history), EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED) > 0
+
+                await eventually(publish_failed)
+                await asyncio.sleep(OUTAGE_S)
+                assert fake.starts == []  # nothing runs before RUNNING is logged
+                await own_valkey.start()  # same port, same append-only file
+                await asyncio.wait_for(handle.result(), 60)
+            stored = await planner.stored(job.name)
+            done = await planner.get(job.name)
+            history = await _history(temporal_client, planner, job.name)
+    finally:
+        await client.aclose()
+
+    assert done.state == Job.SUCCEEDED, done.error
+    assert done.result.generate.text == "after the outage"
+    assert states(stored) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert sum(e.HasField("result") for e in stored) == 1
+    assert _scheduled(history) == ["generate"]
+    assert len(fake.starts) == 1
