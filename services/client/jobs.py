@@ -15,8 +15,7 @@ import grpc
 from google.protobuf import message
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc, pipelines_pb2
-from switchboard.common import telemetry
-from switchboard.common.hashkeys import JOB_ID_HEADER, SESSION_ID_HEADER
+from switchboard.common.callmetadata import Metadata, call_metadata
 from switchboard.common.jobref import JobRef
 from switchboard.common.settings import Secret
 
@@ -26,13 +25,9 @@ from .retry import RetryPolicy
 if TYPE_CHECKING:  # the async stub type exists only in the generated stubs
     JobStub = jobs_pb2_grpc.JobServiceAsyncStub
 
-CLIENT_ID_HEADER: Final = "x-client-id"
-# The planner believes `x-client-id` only beside this shared secret (docs/planner.md).
-INTERNAL_HEADER: Final = "x-switchboard-internal"
 # A unary call past this is lost somewhere.
 UNARY_TIMEOUT_SECONDS: Final = 30.0
 
-Metadata = tuple[tuple[str, str], ...]
 JobLike = JobRef | str | jobs_pb2.Job
 Req = TypeVar("Req", bound=message.Message)
 Resp = TypeVar("Resp", bound=message.Message)
@@ -167,12 +162,8 @@ class JobsClient:
         return self._metadata(ref.client, job_id=ref.id)
 
     def _metadata(self, client: str, *, job_id: str = "", session_id: str = "") -> Metadata:
-        pairs = [(CLIENT_ID_HEADER, client), (INTERNAL_HEADER, self._token.value)]
-        if job_id:
-            pairs.append((JOB_ID_HEADER, job_id))
-        if session_id:
-            pairs.append((SESSION_ID_HEADER, session_id))
-        return telemetry.trace_metadata(*pairs)
+        token = self._token.value
+        return call_metadata(client, internal_token=token, job_id=job_id, session_id=session_id)
 
     async def _unary(
         self,

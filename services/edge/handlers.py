@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common import telemetry
+from switchboard.common.callmetadata import Metadata, call_metadata
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.hashkeys import JOB_ID_HEADER
 from switchboard.common.jobref import JobRef
@@ -28,7 +29,7 @@ from .auth import ApiKeys, authenticated_client
 from .errors import MethodNotAllowed, error_response, internal_error
 from .headers import event_cursor
 from .hub import Hub
-from .planner import Metadata, Planner
+from .planner import Planner
 from .routes import RestRoute, RouteTable, build_request, expand
 from .sse import HEADERS as SSE_HEADERS
 from .sse import EventStream, Tick
@@ -101,8 +102,7 @@ async def _handle(route: RestRoute, request: EdgeRequest) -> Response:
     # Each request runs in its own task, so these die with it; no reset needed.
     telemetry.client_id_var.set(client)
     telemetry.job_id_var.set(job_id)
-    pairs = [("x-client-id", client), *([(JOB_ID_HEADER, job_id)] if job_id else [])]
-    metadata = telemetry.trace_metadata(*pairs)
+    metadata = call_metadata(client, job_id=job_id)
     if route.streaming:
         return await _watch(route, request, client, metadata)
     body = b""

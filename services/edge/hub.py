@@ -26,11 +26,12 @@ import grpc
 import prometheus_client
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
+from switchboard.common.callmetadata import Metadata
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.jobstates import is_terminal
 
 from .errors import internal_error, upstream_error
-from .planner import Metadata, Planner
+from .planner import Planner
 from .sse import Tick
 from .subscription import Subscription
 

@@ -9,6 +9,7 @@ from google.protobuf import message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, jobs_pb2_grpc
+from switchboard.common.callmetadata import Metadata, identity
 from switchboard.common.settings import Secret
 
 from .errors import upstream_error
@@ -17,18 +18,14 @@ from .errors import upstream_error
 UNARY_TIMEOUT_SECONDS: Final = 30.0
 READY_TIMEOUT_SECONDS: Final = 2.0
 SERVICE: Final = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
-# The planner believes `x-client-id` only beside this shared secret (docs/planner.md).
-INTERNAL_HEADER: Final = "x-switchboard-internal"
-
-Metadata = tuple[tuple[str, str], ...]
 WatchCall = grpc.aio.UnaryStreamCall[jobs_pb2.WatchJobRequest, events_pb2.JobEvent]
 
 
 class Planner:
     def __init__(self, address: str, internal_token: Secret | None = None) -> None:
         self.address = address
-        token = internal_token.value if internal_token else ""
-        self._internal: Metadata = ((INTERNAL_HEADER, token),) if token else ()
+        # Added to every call: the planner believes `x-client-id` only beside it.
+        self._internal = identity(internal_token=internal_token.value if internal_token else "")
         self._channel = grpc.aio.insecure_channel(address)
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

@@ -17,10 +17,11 @@ import grpc
 import prometheus_client
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
+from switchboard.common.callmetadata import Metadata
 from switchboard.common.errors import SwitchboardError
 
 from .errors import upstream_error
-from .planner import Metadata, Planner
+from .planner import Planner
 from .sse import Tick, Upstream
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Iterable
 
 from switchboard.api.jobs.v1 import events_pb2
+from switchboard.common.callmetadata import Metadata
 from switchboard.common.errors import SwitchboardError
 from switchboard.common.jobstates import is_terminal
 
 from .headers import delta_seconds
 from .hub import Hub
-from .planner import Metadata
 from .sse import Tick
 
 log = logging.getLogger(__name__)

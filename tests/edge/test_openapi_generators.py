@@ -58,6 +58,7 @@ def test_the_generator_takes_every_schema_without_a_warning(
         assert hasattr(models, name), name
     for name in ("ChatCompletionRequest", "ChatTool", "FunctionDefinition", "EmbeddingRequest"):
         assert hasattr(models, name), name
+    assert models.__file__ is not None
     root = Path(models.__file__).parents[1] / "api"
     for operation in ("create_chat_completion", "create_embeddings", "list_open_ai_models"):
         assert (root / "open_ai_compatible" / f"{operation}.py").is_file(), operation

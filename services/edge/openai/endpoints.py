@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
-from switchboard.common import telemetry
+from switchboard.common.callmetadata import Metadata, call_metadata
 from switchboard.common.errors import Cancelled, SwitchboardError
 from switchboard.common.hashkeys import SESSION_ID_HEADER
 from switchboard.common.validation import validate
@@ -32,7 +32,7 @@ from ..errors import MalformedRequest, ModelNotFound, http_status, internal_erro
 from ..state import EdgeState
 from . import requests, wire
 from .chat_stream import ChatStream, Completion
-from .inference import GenerateStream, Inference, Metadata
+from .inference import GenerateStream, Inference
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ class Caller:
     def metadata(self, user: str = "") -> Metadata:
         """x-client-id, and x-session-id (Envoy's consistent-hash key for the inference service)."""
         session = self.session or session_key(user)
-        pairs = [("x-client-id", self.client), *([(SESSION_ID_HEADER, session)] if session else [])]
-        return telemetry.trace_metadata(*pairs)
+        return call_metadata(self.client, session_id=session)
 
 
 def openai_routes() -> list[Route]:

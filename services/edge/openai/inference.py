@@ -18,6 +18,7 @@ import grpc
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
+from switchboard.common.callmetadata import Metadata
 from switchboard.common.errors import SwitchboardError
 
 from ..errors import upstream_error
@@ -26,8 +27,6 @@ UNARY_TIMEOUT_SECONDS: Final = 60.0
 # After the cancels, how long the model may take to confirm before the call is cut.
 CLOSE_GRACE_SECONDS: Final = 2.0
 SERVICE_NAME: Final = "the inference service"
-
-Metadata = tuple[tuple[str, str], ...]
 
 
 class Inference:
