@@ -119,6 +119,19 @@ def internal_status() -> status_pb2.Status:
     return SwitchboardError("internal error; see server logs", reason="INTERNAL").to_status()
 
 
+UPSTREAM_PREFIX = "UPSTREAM_"
+
+
+def upstream_reason(code: grpc.StatusCode) -> str:
+    """The reason of a failed peer that gave none of ours: `UPSTREAM_<GRPC_CODE>`, the one
+    family outside the ErrorReason enum (error_reason.proto says so)."""
+    return f"{UPSTREAM_PREFIX}{code.name}"
+
+
+def is_upstream_reason(reason: str) -> bool:
+    return reason.startswith(UPSTREAM_PREFIX)
+
+
 def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
     """Translates a failed call to a peer into our error, keeping its reason if it has one."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
@@ -128,7 +141,7 @@ def from_rpc_error(error: grpc.RpcError) -> SwitchboardError:
         if key == _DETAILS_KEY and isinstance(value, bytes):
             return SwitchboardError.from_status(status_pb2.Status.FromString(value))
     details = error.details() if hasattr(error, "details") else None
-    return SwitchboardError(details or code.name, reason=f"UPSTREAM_{code.name}", code=code)
+    return SwitchboardError(details or code.name, reason=upstream_reason(code), code=code)
 
 
 # Where gRPC carries the rich google.rpc.Status; sync calls and aio errors alike.

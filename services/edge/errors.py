@@ -25,6 +25,7 @@ from switchboard.common.errors import (
     Unavailable,
     from_rpc_error,
     internal_status,
+    is_upstream_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def internal_error() -> SwitchboardError:
 def upstream_error(error: grpc.RpcError, service: str = "the job service") -> SwitchboardError:
     """A peer's rich status (the planner's, or `service`'s), reason included, as our error."""
     translated = from_rpc_error(error)
-    if translated.reason.startswith("UPSTREAM_"):
+    if is_upstream_reason(translated.reason):
         # No status from our own code: the transport's text names internal addresses.
         fields = {"service": service, "code": translated.code.name, "details": translated.message}
         log.warning("upstream call failed in transport", extra={"fields": fields})

@@ -3,7 +3,13 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2
 
-from switchboard.common.errors import NotFound, SwitchboardError, internal_status
+from switchboard.common.errors import (
+    NotFound,
+    SwitchboardError,
+    from_rpc_error,
+    internal_status,
+    is_upstream_reason,
+)
 
 
 def test_status_round_trip_keeps_code_reason_and_metadata() -> None:
@@ -34,3 +40,17 @@ def test_internal_status_leaks_nothing() -> None:
     status = internal_status()
     assert status.code == grpc.StatusCode.INTERNAL.value[0]
     assert "internal error" in status.message
+
+
+def test_a_peer_without_a_reason_of_ours_reads_as_upstream_code() -> None:
+    bare = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="gone"
+    )
+    err = from_rpc_error(bare)
+    assert (err.code, err.reason, err.message) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "UPSTREAM_UNAVAILABLE",
+        "gone",
+    )
+    assert is_upstream_reason(err.reason)
+    assert not is_upstream_reason("UNAVAILABLE")

@@ -7,6 +7,8 @@ non-retryable reasons that the workflow's retry policies carry are built here to
 
 from __future__ import annotations
 
+import grpc
+
 from switchboard.api.rpc.v1.error_reason_pb2 import ErrorReason as R
 from switchboard.common.errors import (
     AlreadyExists,
@@ -15,6 +17,7 @@ from switchboard.common.errors import (
     NotFound,
     Unauthenticated,
     Unavailable,
+    upstream_reason,
 )
 
 
@@ -67,8 +70,8 @@ OUTAGE_REASONS = frozenset(
             R.CHAT_STORE_UNAVAILABLE,
             R.TEMPORAL_UNAVAILABLE,
         ),
-        # Not an ErrorReason: kept from the list as it was before the enum spelled it.
-        "UPSTREAM_UNAVAILABLE",
+        # A peer that gave no reason of ours and said UNAVAILABLE.
+        upstream_reason(grpc.StatusCode.UNAVAILABLE),
     }
 )
 
