@@ -111,7 +111,9 @@ def jobs_rest_markdown(rows: Sequence[Row]) -> str:
             markdown_table(rows, "terminal", ["path", "n", "p50_ms", "p90_ms", "p99_ms"]),
             "From the terminal state change's cursor (the Valkey stream id, Valkey's clock "
             "when XADD stored it, in whole ms: figures read up to 1 ms long) to the `Prefer: "
-            "wait` answer's arrival, or to the SSE frame's arrival at the follower.",
+            "wait` answer's arrival, or to the SSE frame's arrival at the follower. The edge "
+            "answers a `Prefer: wait` only after a GetJob that shows the job ended, so that row "
+            "also holds the time until the job's state (not only its event log) shows the end.",
         ]
     )
 
