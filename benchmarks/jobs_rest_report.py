@@ -1,7 +1,8 @@
 """The REST jobs benchmark's figures as markdown: one run's section, and a before/after
 table of two runs (each kept with `python -m benchmarks.jobs_rest --json`).
 
-    python -m benchmarks.jobs_rest_report --before a.json --after b.json [--write PAGE]
+    python -m benchmarks.jobs_rest_report [--rows r.json] [--before a.json --after b.json]
+        [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ MEASURES: tuple[tuple[str, str, str, str, str], ...] = (
     ("first token, CreateJob → WatchJob (gRPC)", "ttft", "CreateJob", "p50_ms", "≤ Generate + 40"),
     ("first token, chat completions stream (REST)", "ttft", "/v1/chat", "p50_ms", ""),
     ("first token, POST /v1/jobs → SSE (REST)", "ttft", "POST /v1/jobs", "p50_ms", ""),
+    ("first token, job over Generate (gRPC), added", "ttft", "CreateJob", "added_p50_ms",
+     "≤ 40"),
+    ("first token, job over chat stream (REST), added", "ttft", "POST /v1/jobs",
+     "added_p50_ms", ""),
     ("/v1/embeddings, c=8, per s", "throughput", "/v1/embeddings", "per_s", ""),
     ("embed jobs, Prefer: wait, c=8, per s", "throughput", "POST /v1/jobs, Prefer", "per_s",
      "≥ 100"),
+    ("embed jobs, Prefer: wait, against /v1/embeddings", "throughput",
+     "POST /v1/jobs, Prefer", "vs_direct", "≥ 10x before"),
     ("embed job, Prefer: wait, p50", "throughput", "POST /v1/jobs, Prefer", "p50_ms", "≤ 100"),
     ("embed job, Prefer: wait, p99", "throughput", "POST /v1/jobs, Prefer", "p99_ms", ""),
     ("embed jobs, CreateJob → WatchJob, c=8, per s", "throughput", "CreateJob", "per_s", ""),
@@ -40,11 +47,15 @@ MEASURES: tuple[tuple[str, str, str, str, str], ...] = (
 )  # fmt: skip
 
 
+UNITS = {"per_s": "/s", "vs_direct": "x"}
+
+
 def figure(rows: Sequence[Row], bench: str, path_start: str, key: str) -> float:
     """One figure of a run: the first row of `bench` whose path starts so; NaN if none."""
     for row in rows:
         if row.get("bench") == bench and str(row.get("path", "")).startswith(path_start):
-            return float(row.get(key, float("nan")))
+            value = row.get(key, float("nan"))  # a ratio is kept as "3.2x"
+            return float(value.removesuffix("x")) if isinstance(value, str) else float(value)
     return float("nan")
 
 
@@ -59,7 +70,7 @@ def before_after_table(before: Sequence[Row], after: Sequence[Row]) -> str:
     ]
     for what, bench, path, key, goal in MEASURES:
         old, new = figure(before, bench, path, key), figure(after, bench, path, key)
-        unit = "/s" if key == "per_s" else " ms"
+        unit = UNITS.get(key, " ms")
         cells = [f"{v:g}{unit}" if v == v else "" for v in (old, new)]
         lines.append(f"| {what} | {cells[0]} | {cells[1]} | {ratio(new, old)} | {goal} |")
     return "\n".join(lines)
@@ -120,15 +131,23 @@ def jobs_rest_markdown(rows: Sequence[Row]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--before", type=Path, required=True, help="rows of the run before")
-    parser.add_argument("--after", type=Path, required=True, help="rows of the run after")
-    parser.add_argument("--write", type=Path, help="write the markdown section into this page")
+    parser.add_argument("--rows", type=Path, help="one run's rows: print its section")
+    parser.add_argument("--before", type=Path, help="rows of the run before")
+    parser.add_argument("--after", type=Path, help="rows of the run after")
+    parser.add_argument("--write", type=Path, help="write the sections into this page")
     args = parser.parse_args()
-    before, after = json.loads(args.before.read_text()), json.loads(args.after.read_text())
-    section = before_after_markdown(before, after)
-    print(section)
-    if args.write:
-        write_section(args.write, "jobs-before-after", section)
+    sections: dict[str, str] = {}
+    if args.rows:
+        sections["jobs-rest"] = jobs_rest_markdown(json.loads(args.rows.read_text()))
+    if args.before and args.after:
+        before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
+        sections["jobs-before-after"] = before_after_markdown(before, after)
+    if not sections:
+        parser.error("give --rows, or --before and --after")
+    for name, section in sections.items():
+        print(section)
+        if args.write:
+            write_section(args.write, name, section)
 
 
 if __name__ == "__main__":
