@@ -98,7 +98,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def _describe(self, model: Model) -> pb.ModelInfo:
         aliases = self._router.catalog.aliases_of(model)
-        info = pb.ModelInfo(name=model.name, task=model.task, aliases=aliases)
+        info = pb.ModelInfo(
+            name=model.name, task=model.task, task_value=task_value(model.task), aliases=aliases
+        )
         try:
             info.ready = await self._triton.model_ready(model.triton_name)
             metadata = await self._triton.model_metadata(model.triton_name)
@@ -115,6 +117,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 pb.TensorSpec(name=t.name, datatype=t.datatype, shape=t.shape) for t in tensors
             )
         return info
+
+
+def task_value(task: str) -> pb.ModelTask.ValueType:
+    """The catalog's task name as the contract's enum (every name in `models.TASKS` has one)."""
+    return pb.ModelTask.Value(f"MODEL_TASK_{task.upper()}")
 
 
 def _bind(context: Context) -> dict[str, str]:

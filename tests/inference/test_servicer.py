@@ -16,7 +16,8 @@ from prometheus_client import REGISTRY
 
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.common import telemetry
-from switchboard.inference.models import EMBED, Catalog, Model
+from switchboard.inference.models import EMBED, TASKS, Catalog, Model
+from switchboard.inference.servicer import task_value
 
 from ..stack import free_ports
 from .support import Service, TritonProcess, reason_of, running_service, status_of
@@ -46,6 +47,7 @@ async def test_list_models_reports_aliases_readiness_and_tensors(service: Servic
     assert all(m.ready for m in models.values())
     streamer = models["test-streamer"]
     assert streamer.task == "generate" and list(streamer.aliases) == []
+    assert streamer.task_value == pb.MODEL_TASK_GENERATE
     assert _specs(streamer.inputs) == [
         ("PROMPT", "BYTES", [1]),
         ("MAX_TOKENS", "INT32", [1]),
@@ -61,8 +63,16 @@ async def test_list_models_reports_aliases_readiness_and_tensors(service: Servic
     assert _specs(embed.outputs) == [("EMBEDDING", "FP32", [-1, 384])]
     ocr = models["ppocr-v4"]
     assert (ocr.task, list(ocr.aliases)) == ("ocr", ["default-ocr"])
+    assert (embed.task_value, ocr.task_value) == (pb.MODEL_TASK_EMBED, pb.MODEL_TASK_OCR)
     assert [t.name for t in ocr.outputs] == ["TEXT", "LINES"]
     assert list(models["test-fail"].aliases) == ["test-flaky-chat"]
+
+
+def test_every_catalog_task_has_its_enum_value() -> None:
+    values = {task: task_value(task) for task in TASKS}
+    assert pb.MODEL_TASK_UNSPECIFIED not in values.values()
+    names = {pb.ModelTask.Name(v).removeprefix("MODEL_TASK_").lower() for v in values.values()}
+    assert names == set(TASKS)
 
 
 @pytest.mark.asyncio

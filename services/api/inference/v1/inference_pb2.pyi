@@ -39,6 +39,26 @@ FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
 FINISH_REASON_CANCELLED: FinishReason.ValueType  # 3
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
+class _ModelTask:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelTaskEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelTask.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_TASK_UNSPECIFIED: _ModelTask.ValueType  # 0
+    MODEL_TASK_GENERATE: _ModelTask.ValueType  # 1
+    MODEL_TASK_EMBED: _ModelTask.ValueType  # 2
+    MODEL_TASK_OCR: _ModelTask.ValueType  # 3
+
+class ModelTask(_ModelTask, metaclass=_ModelTaskEnumTypeWrapper):
+    """What a model does."""
+
+MODEL_TASK_UNSPECIFIED: ModelTask.ValueType  # 0
+MODEL_TASK_GENERATE: ModelTask.ValueType  # 1
+MODEL_TASK_EMBED: ModelTask.ValueType  # 2
+MODEL_TASK_OCR: ModelTask.ValueType  # 3
+Global___ModelTask: _TypeAlias = ModelTask  # noqa: Y015
+
 @_typing.final
 class SamplingParams(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -471,12 +491,16 @@ class ModelInfo(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    TASK_VALUE_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     task: _builtins.str
-    """generate, embed, ocr, ..."""
+    """generate, embed or ocr: `task_value` in lower case, kept for readers of v1 that came
+    before it. Readers prefer `task_value`.
+    """
+    task_value: Global___ModelTask.ValueType
     ready: _builtins.bool
     @_builtins.property
     def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -492,13 +516,14 @@ class ModelInfo(_message.Message):
         name: _builtins.str = ...,
         aliases: _abc.Iterable[_builtins.str] | None = ...,
         task: _builtins.str = ...,
+        task_value: Global___ModelTask.ValueType = ...,
         inputs: _abc.Iterable[Global___TensorSpec] | None = ...,
         outputs: _abc.Iterable[Global___TensorSpec] | None = ...,
         ready: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "inputs", b"inputs", "name", b"name", "outputs", b"outputs", "ready", b"ready", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "inputs", b"inputs", "name", b"name", "outputs", b"outputs", "ready", b"ready", "task", b"task", "task_value", b"task_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
