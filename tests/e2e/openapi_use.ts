@@ -53,3 +53,24 @@ export const noInput: NewJob = { pipeline: "generate" };
 export const badTime: Schemas["Job"]["createTime"] = 1700000000;
 // @ts-expect-error: a state the Job does not have
 export const badState: Schemas["Job"]["state"] = "NAPPING";
+
+// POST /v1/chat/completions, whole (not streamed): typed request and answer.
+type Chat = paths["/v1/chat/completions"]["post"];
+type ChatRequest = Chat["requestBody"]["content"]["application/json"];
+type ChatAnswer = Chat["responses"][200]["content"]["application/json"];
+
+export const chat: ChatRequest = {
+  model: "test-streamer",
+  messages: [{ role: "user", content: "one two three" }],
+  max_tokens: 4,
+  tools: [],
+};
+
+export function answerText(answer: ChatAnswer): string {
+  return answer.choices[0]?.message.content ?? "";
+}
+
+// @ts-expect-error: a tool is OpenAI's object, not a bare name
+export const bareTool: ChatRequest = { ...chat, tools: ["lookup"] };
+// @ts-expect-error: log probabilities are refused, so logprobs can only be false
+export const withLogprobs: ChatRequest = { ...chat, logprobs: true };
