@@ -77,5 +77,7 @@ def temporal(folder: Path) -> Restartable:
         "--ip", "127.0.0.1", "--port", str(port), "--http-port", str(http),
         "--metrics-port", str(metrics), "--ui-port", str(ui),
         "--db-filename", str(folder / "temporal.sqlite"), "--log-level", "warn",
+        # As the launcher runs it (ADR 0010): a SIGKILL must lose nothing with these either.
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
     ]  # fmt: skip
     return Restartable("temporal", folder, port, argv)
