@@ -13,7 +13,7 @@ from valkey.asyncio import Valkey
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.jobref import JobRef
 from switchboard.planner.shared.errors import EventLogUnavailable, InvalidCursor
-from switchboard.planner.stores import events
+from switchboard.planner.stores import entries, events
 from switchboard.planner.stores.events import EventLog
 
 from .conftest import Infra
@@ -89,6 +89,18 @@ async def test_a_state_is_logged_once_and_terminal_logs_expire(valkey_client: Va
     assert await valkey_client.xlen(events.stream_key(wid)) == 2
     assert 0 < await valkey_client.ttl(events.stream_key(wid)) <= 600
     assert await log.terminal_cursor(wid) == done
+
+
+@pytest.mark.asyncio
+async def test_an_event_appended_once_per_token_lands_once(valkey_client: Valkey) -> None:
+    log, wid = EventLog(valkey_client), _wid()
+    progress = events_pb2.JobEvent(job="jobs/" + wid.id, progress=events_pb2.Progress(stage="a"))
+    first = await log.append_once(wid, "run-1/7", progress)
+    assert await log.append_once(wid, "run-1/7", progress) == first  # the same publish again
+    other = await log.append_once(wid, "run-1/8", progress)  # another publish of the same event
+
+    stored = await valkey_client.xrange(events.stream_key(wid))
+    assert [entries.text(entry_id) for entry_id, _ in stored] == [first, other]
 
 
 @pytest.mark.asyncio

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 from valkey.asyncio import Valkey
 
@@ -63,11 +64,16 @@ class Backlog:
             pending = self._kept.get(job, [])
             while pending:
                 token, data = pending[0]
-                args: list[bytes | str | int] = [token, data, self._maxlen, self._ttl]
                 with reachable():
-                    await self._append_once(keys=[job.key(EVENTS), job.key(ONCE)], args=args)
+                    await self.append_once(job, token, data)
                 pending.pop(0)
             self._kept.pop(job, None)
+
+    async def append_once(self, job: JobRef, token: str, data: bytes) -> Any:
+        """Appends a serialized event unless one with this token was; the entry id either way.
+        Raises valkey's own errors (callers translate them)."""
+        args: list[bytes | str | int] = [token, data, self._maxlen, self._ttl]
+        return await self._append_once(keys=[job.key(EVENTS), job.key(ONCE)], args=args)
 
     def _bound(self, job: JobRef) -> None:
         pending = self._kept[job]

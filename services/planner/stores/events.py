@@ -116,6 +116,15 @@ class EventLog:
             )
         return text(entry_id)
 
+    async def append_once(self, job: JobRef, token: str, event: events_pb2.JobEvent) -> str:
+        """Appends an event once per token; a repeat returns the first one's cursor. For a
+        publish that may run again after it landed: a retry whose reply was lost, or a local
+        activity run again because its workflow task did not complete."""
+        await self._backlog.flush(job)
+        with reachable():
+            entry_id = await self._backlog.append_once(job, token, event.SerializeToString())
+        return text(entry_id)
+
     async def append_state(self, job: JobRef, event: events_pb2.JobEvent) -> str:
         """Appends a state change once per state; a repeat returns the first one's cursor."""
         state = event.state_changed.state
