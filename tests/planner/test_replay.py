@@ -7,6 +7,7 @@ deliberate, versioned change of the workflow re-records them. No server is neede
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,9 @@ def _history(path: Path) -> WorkflowHistory:
 
 
 def _replayer(workflow_class: type) -> Replayer:
-    # The interceptor the worker runs with (process.connect_temporal), so replay matches.
+    # The interceptor the worker runs with (process.connect_temporal), so replay matches. The
+    # full sandbox, not the worker's (which passes `flows` through, see worker.py): a call
+    # the sandbox refuses anywhere in the recorded paths fails here.
     return Replayer(workflows=[workflow_class], interceptors=[TracingInterceptor()])
 
 
@@ -76,3 +79,22 @@ async def test_a_changed_workflow_fails_replay() -> None:
         _history(HISTORIES / "succeeded.json"), raise_on_replay_failure=False
     )
     assert isinstance(result.replay_failure, NondeterminismError)
+
+
+@workflow.defn(name=WORKFLOW)
+class _ReadsTheClock:
+    """JobWorkflow as it must never be: the wall clock instead of `workflow.now()`."""
+
+    @workflow.run
+    async def run(self, job: jobs_pb2.Job) -> jobs_pb2.Job:
+        job.update_time.FromDatetime(datetime.now())
+        return job
+
+
+@pytest.mark.asyncio
+async def test_a_non_deterministic_call_fails_replay_under_the_full_sandbox() -> None:
+    result = await _replayer(_ReadsTheClock).replay_workflow(
+        _history(HISTORIES / "succeeded_local_events.json"), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    assert "datetime" in str(result.replay_failure)
