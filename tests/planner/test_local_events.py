@@ -6,21 +6,33 @@ before it shows, and an event-log outage delays the job instead of failing it.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from typing import TYPE_CHECKING, cast
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+from valkey.asyncio import Valkey
 
-from switchboard.api.jobs.v1 import jobs_pb2, pipelines_pb2
+from switchboard.api.inference.v1 import inference_pb2_grpc
+from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
 from switchboard.common.jobref import JobRef
 from switchboard.planner import process
 from switchboard.planner.shared.tasks import PUBLISH_EVENT
+from switchboard.planner.stores import events
+from switchboard.planner.stores.events import EventLog
+from switchboard.planner.work.activities import Activities
 
 from . import restartable
 from .fake_inference import FakeInference
 from .support import Planner, eventually, running_planner, running_worker, serving, states
+
+if TYPE_CHECKING:  # the async stub type exists only in the generated stubs
+    InferenceStub = inference_pb2_grpc.InferenceServiceAsyncStub
 
 Job = jobs_pb2.Job
 OUTAGE_S = 3.0
@@ -129,3 +141,37 @@ async def test_an_event_log_outage_as_the_job_starts_delays_it_and_logs_each_sta
     assert sum(e.HasField("result") for e in stored) == 1
     assert _scheduled(history) == ["generate"]
     assert len(fake.starts) == 1
+
+
+def _publish_info(wid: str, activity_id: str, *, is_local: bool = True) -> activity.Info:
+    info = ActivityEnvironment().info
+    return dataclasses.replace(
+        info, workflow_id=wid, workflow_run_id="run-1", activity_id=activity_id, is_local=is_local
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_publish_that_runs_again_appends_its_event_once(valkey_client: Valkey) -> None:
+    """A local activity whose workflow task did not complete runs again: its `result` (any
+    event but a state change) must not be logged twice; another publish still is."""
+    ref = JobRef("client-a", f"j-{uuid.uuid4().hex[:12]}")
+    log = EventLog(valkey_client)
+    activities = Activities(cast("InferenceStub", None), log)
+    result = events_pb2.JobEvent(job=ref.name, result=pipelines_pb2.JobResult())
+    progress = events_pb2.JobEvent(job=ref.name, progress=events_pb2.Progress(stage="a"))
+
+    async def publish(event: events_pb2.JobEvent, activity_id: str, is_local: bool) -> str:
+        env = ActivityEnvironment()
+        env.info = _publish_info(ref.workflow_id, activity_id, is_local=is_local)
+        return cast(str, await env.run(activities.publish_event, event))
+
+    first = await publish(result, "3", True)
+    again = await publish(result, "3", True)
+    other = await publish(progress, "4", True)
+    # A normal activity of the same number (a run that changed over at the patch) is another.
+    remote = await publish(progress, "3", False)
+
+    assert again == first
+    stored = [e for _, e in await valkey_client.xrange(events.stream_key(ref))]
+    assert len(stored) == 3
+    assert len({first, other, remote}) == 3

@@ -67,7 +67,9 @@ class Activities:
         try:
             if event.HasField("state_changed"):
                 return await self._events.append_state(ref, event)
-            return await self._events.append(ref, event)
+            # Any other event once per publish, also when it runs again after it landed (a
+            # lost reply, or a local activity whose workflow task did not complete).
+            return await self._events.append_once(ref, _publish_token(), event)
         except SwitchboardError as e:
             failure = outage.failed(application_error(e), self._schedule)
             if event.HasField("state_changed") and failure.non_retryable:
@@ -220,6 +222,14 @@ def enter_job() -> JobRef:
     telemetry.client_id_var.set(ref.client)
     telemetry.job_id_var.set(ref.id)
     return ref
+
+
+def _publish_token() -> str:
+    """The same for every attempt and re-run of one publish, and only for it: the workflow
+    run, whether it is a local activity (numbered apart from the others), and its id."""
+    info = activity.info()
+    kind = "local" if info.is_local else "task"
+    return f"publish:{info.workflow_run_id}:{kind}:{info.activity_id}"
 
 
 def _retry_anyway(error: ApplicationError, schedule: RetrySchedule) -> ApplicationError:
