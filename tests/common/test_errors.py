@@ -44,7 +44,7 @@ def test_internal_status_leaks_nothing() -> None:
 
 def test_a_peer_without_a_reason_of_ours_reads_as_upstream_code() -> None:
     bare = grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="gone"
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone", None
     )
     err = from_rpc_error(bare)
     assert (err.code, err.reason, err.message) == (
