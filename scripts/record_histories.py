@@ -1,7 +1,8 @@
 """Record JobWorkflow histories for the replay test (`tests/planner/test_replay.py`).
 
     .venv/bin/python scripts/record_histories.py [OUT_DIR] [NAME ...]
-    # OUT_DIR defaults to tests/planner/histories; NAMEs to every run below
+    # OUT_DIR defaults to tests/planner/histories; NAMEs to every run below; each is
+    # written as <name>_<GENERATION>.json
 
 It starts Temporal, Valkey and Chroma as `switchboard up --only valkey,temporal,chroma` does,
 the planner server and worker (chat and document activities included) in this process, and
@@ -10,9 +11,10 @@ representative jobs to their end and writes each workflow's history as `<name>.j
 
 A history already in OUT_DIR is kept, not re-recorded: the old ones are the runs that began
 before a patch (`workflow.patched`) and must still replay. After a deliberate, versioned
-change, record the new representative runs under new names (add them to RUNS); delete a file
-only when no run of its kind can still be open anywhere. An accidental change of the
-workflow's commands is what the replay test catches.
+change, set GENERATION to the new patch's id and record every run again under the new names
+(new kinds of run go into RUNS); delete a file only when no run of its kind can still be
+open anywhere. An accidental change of the workflow's commands is what the replay test
+catches. (Files without a suffix are the generations before `local-events`.)
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ async def ingest_document(planner: Planner) -> str:
     return await _finished(planner, _request(pipelines_pb2.JobInput(ingest_document=ingest)))
 
 
+# The newest patch whose command sequence the recorded runs show (flows/publishing.py).
+GENERATION = "local_events"
 RUNS: dict[str, Run] = {
     "succeeded": succeeded,
     "failed": failed,
@@ -242,11 +246,15 @@ async def record(temporal: str, valkey: str, chroma_url: str, out: Path, names: 
                 async with asyncio.timeout(WAIT_S):
                     await handle.result()
                 history = await handle.fetch_history()
-                (out / f"{name}.json").write_text(_scrubbed(history.to_json()) + "\n")
+                (out / _file(name)).write_text(_scrubbed(history.to_json()) + "\n")
                 print(f"recorded {name}: {len(history.events)} events", flush=True)
     finally:
         await valkey_client.aclose()
         await server.stop(0)
+
+
+def _file(name: str) -> str:
+    return f"{name}_{GENERATION}.json"
 
 
 def main() -> None:
@@ -255,7 +263,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown runs {sorted(unknown)}; known: {sorted(RUNS)}")
     out.mkdir(parents=True, exist_ok=True)
-    kept = [n for n in sys.argv[2:] or RUNS if (out / f"{n}.json").exists()]
+    kept = [n for n in sys.argv[2:] or RUNS if (out / _file(n)).exists()]
     names = [n for n in sys.argv[2:] or RUNS if n not in kept]
     if kept:
         print(f"kept (delete to re-record): {', '.join(kept)}", flush=True)
