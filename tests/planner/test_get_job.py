@@ -25,14 +25,25 @@ TOKEN = "internal-test-token"
 
 
 class LaggingStore:
-    """Answers RUNNING for the first `lag` reads, then SUCCEEDED."""
+    """Answers RUNNING for the first `lag` reads, then SUCCEEDED; `calls` says which read
+    each was (`get`: memo and snapshot query, `find`: the memo only)."""
 
     def __init__(self, lag: int) -> None:
         self.lag = lag
-        self.reads = 0
+        self.calls: list[str] = []
+
+    @property
+    def reads(self) -> int:
+        return len(self.calls)
 
     async def get(self, ref: JobRef) -> Job:
-        self.reads += 1
+        return self._read("get", ref)
+
+    async def find(self, ref: JobRef) -> Job:
+        return self._read("find", ref)
+
+    def _read(self, call: str, ref: JobRef) -> Job:
+        self.calls.append(call)
         state = Job.RUNNING if self.reads <= self.lag else Job.SUCCEEDED
         return Job(name=ref.name, state=state, client=ref.client)
 
@@ -66,6 +77,9 @@ async def test_a_logged_end_waits_for_the_state_to_catch_up() -> None:
     store = LaggingStore(lag=3)
     job = await get(store, Log(terminal="1-0"))
     assert (job.state, store.reads) == (Job.SUCCEEDED, 4)
+    # Catching up reads the memo: a snapshot query would wait for the workflow task that
+    # shows the state (or, once the workflow closed, replay it on a worker).
+    assert store.calls == ["get", "find", "find", "find"]
 
 
 @pytest.mark.asyncio

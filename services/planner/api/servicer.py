@@ -107,11 +107,14 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         return await self._settled(ref, job)
 
     async def _settled(self, ref: JobRef, job: Job) -> Job:
+        """Polls the `job` memo, not the snapshot query: the workflow upserts the memo in the
+        workflow task that shows the state, and a query sent while that task runs waits for it
+        (once the workflow has closed, a query even replays its history on a worker)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SETTLE_SECONDS
         while job.state not in TERMINAL_STATES and loop.time() < deadline:
             await asyncio.sleep(SETTLE_POLL_SECONDS)
-            job = await self._store.get(ref)
+            job = await self._store.find(ref)
         return job
 
     async def ListJobs(
