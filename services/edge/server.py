@@ -20,6 +20,11 @@ from .config import Settings
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5
+# How long an idle keep-alive connection stays open: longer than the proxy in front keeps
+# its idle upstream connections (Envoy's edge cluster and Istio's DestinationRule: 60 s), so
+# the proxy closes first and never sends a request down a connection uvicorn is closing
+# (uvicorn's default of 5 s made that a 503 under bursty load).
+KEEP_ALIVE_SECONDS = 75
 
 
 class EdgeServer(uvicorn.Server):
@@ -75,6 +80,7 @@ def build_server(settings: Settings) -> EdgeServer:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=GRACE_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return EdgeServer(config, draining, settings.planner_address)
 

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from switchboard.common import hashkeys
+from switchboard.edge.server import KEEP_ALIVE_SECONDS as EDGE_KEEP_ALIVE_SECONDS
 from switchboard.launcher.envoy import EnvoyPorts, envoy_binary, render_config
 
 from . import crds, istio
@@ -694,3 +695,16 @@ def test_the_access_log_is_the_local_one_without_the_query() -> None:
     assert {k: v for k, v in labels.items() if k in local} == local
     for value in labels.values():
         assert "PATH)%" not in value or value.startswith("%REQ_WITHOUT_QUERY(")
+
+
+def test_the_proxies_close_idle_edge_connections_before_the_edge_does() -> None:
+    """Otherwise a proxy may reuse a keep-alive connection at the moment uvicorn closes it,
+    and the request dies with a 503 "connection termination"."""
+    options = local_cluster("edge")["typed_extension_protocol_options"]
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    local_idle = seconds(http["common_http_protocol_options"]["idle_timeout"])
+    rule = named(objects(), "DestinationRule", "edge")
+    istio_idle = seconds(rule["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"])
+    assert local_idle is not None and istio_idle is not None
+    assert max(local_idle, istio_idle) < EDGE_KEEP_ALIVE_SECONDS
+    assert "http_protocol_options" in http["explicit_http_config"]  # still HTTP/1.1
