@@ -22,7 +22,7 @@ from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
 from switchboard.common.errors import SwitchboardError
 from switchboard.edge import apidocs, codec, sse
 from switchboard.edge.errors import error_body
-from switchboard.edge.openai import schema as openai_schema
+from switchboard.edge.openai import bodies as openai_bodies
 from switchboard.edge.openapi import document
 from switchboard.edge.routes import job_routes
 
@@ -183,7 +183,7 @@ def test_the_docs_page_links_every_typed_body_to_its_schema() -> None:
 
 def test_the_job_schemas_and_the_openai_schemas_do_not_share_a_name() -> None:
     # Both land in one components/schemas; a shared name would let one replace the other.
-    assert not set(SCHEMAS) & set(openai_schema.SCHEMAS)
+    assert not set(SCHEMAS) & set(openai_bodies.SCHEMAS)
     assert {"InferenceUsage", "InferenceSamplingParams", "Status", "ErrorInfo"} <= set(SCHEMAS)
     usage = validator("InferenceUsage")
     assert usage.is_valid({"promptTokens": 3, "completionTokens": 6})
