@@ -27,7 +27,7 @@ import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 
-from benchmarks.report import report_markdown
+from benchmarks.report import report_markdown, with_head
 from switchboard.api.inference.v1 import inference_pb2 as pb
 from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.launcher import background
@@ -307,7 +307,8 @@ def main() -> None:
     report = report_markdown(asyncio.run(run(args.quick)))
     print(report)
     if args.write:
-        args.write.write_text(report)
+        page = args.write.read_text() if args.write.exists() else ""
+        args.write.write_text(with_head(page, report))
 
 
 if __name__ == "__main__":

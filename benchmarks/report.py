@@ -1,8 +1,8 @@
 """The benchmarks' figures as the markdown page kept in docs/benchmarks.md.
 
-benchmarks.inference writes the page (its header and sections); every other benchmark
-writes one section of its own with `write_section`, between markers, replacing only that
-section on a re-run (`make bench` runs the inference benchmark first).
+benchmarks.inference writes the page's head (everything before the first section) with
+`with_head`; every other benchmark writes one section of its own with `write_section`,
+between markers, replacing only that section on a re-run.
 """
 
 from __future__ import annotations
@@ -95,6 +95,15 @@ def with_section(page: str, name: str, section: str) -> str:
     if pattern.search(page):
         return pattern.sub(lambda _: block, page)
     return page.rstrip("\n") + "\n\n" + block
+
+
+def with_head(page: str, head: str) -> str:
+    """The page with `head` (benchmarks.inference's part) before its first section: the
+    sections other benchmarks wrote stay, since some (a before/after table) cannot be taken
+    again by a later run."""
+    first = page.find("<!-- section: ")
+    kept = page[first:] if first >= 0 else ""
+    return head.rstrip("\n") + "\n\n" + kept if kept else head
 
 
 def write_section(page: Path, name: str, section: str) -> None:

@@ -11,7 +11,7 @@ from benchmarks.jobs_rest_report import (
     figure,
     jobs_rest_markdown,
 )
-from benchmarks.report import with_section
+from benchmarks.report import with_head, with_section
 
 
 def run(ttft_job: float, jobs_per_s: float, create: float, commit: str) -> list[dict[str, Any]]:
@@ -65,3 +65,15 @@ def test_one_runs_section_replaces_only_its_own_on_the_page() -> None:
     assert again.count("<!-- section: jobs-rest -->") == 1
     assert "Commit `def`" in again and "Commit `abc`" not in again
     assert "| gRPC | CreateJob → WatchJob |" in again
+
+
+def test_a_new_inference_head_keeps_every_other_benchmarks_section() -> None:
+    page = with_section("# Benchmarks\n\nold inference figures\n", "jobs-rest", "rest figures")
+    page = with_section(page, "jobs-before-after", "before/after table")
+
+    rewritten = with_head(page, "# Benchmarks\n\nnew inference figures\n")
+
+    assert "old inference figures" not in rewritten
+    assert rewritten.startswith("# Benchmarks\n\nnew inference figures\n\n<!-- section: jobs-rest")
+    assert "rest figures" in rewritten and "before/after table" in rewritten
+    assert with_head("", "# Benchmarks\n") == "# Benchmarks\n"
