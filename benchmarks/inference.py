@@ -33,7 +33,7 @@ from switchboard.api.inference.v1 import inference_pb2_grpc
 from switchboard.launcher import background
 from switchboard.launcher.ports import free_block
 
-from .figures import Figures, pct
+from .figures import Figures, closed_loop, pct
 
 EMBED_MODEL = "all-minilm-l6-v2"
 if TYPE_CHECKING:  # the async stub type exists only in the generated stubs
@@ -46,24 +46,12 @@ async def load(
     concurrency: int, total: int, call: Callable[[], Awaitable[None]]
 ) -> dict[str, float]:
     """Runs `total` calls with `concurrency` in flight; latency in ms, throughput per s."""
-    latencies: list[float] = []
-    remaining = total
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            await call()
-            latencies.append((time.perf_counter() - start) * 1000)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
+    loop = await closed_loop(concurrency, total, call)
+    latencies = loop.ms
     return {
         "p50_ms": round(pct(latencies, 50), 2),
         "p99_ms": round(pct(latencies, 99), 2),
-        "per_s": round(len(latencies) / elapsed, 1),
+        "per_s": loop.per_s,
     }
 
 

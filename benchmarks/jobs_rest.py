@@ -37,7 +37,7 @@ from valkey.asyncio import Valkey
 
 from benchmarks import rest_paths as rest
 from benchmarks.edge import STACK_ENV
-from benchmarks.figures import Figures, pct
+from benchmarks.figures import Figures, Loop, pct
 from benchmarks.jobs import CLIENT, Planner, measure_first_token, measure_jobs
 from benchmarks.jobs_rest_report import jobs_rest_markdown
 from benchmarks.report import write_section
@@ -111,7 +111,7 @@ async def measure_throughput(
 ) -> tuple[list[rest.Waited], list[float]]:
     """The four paths at CONCURRENCY; returns the `Prefer: wait` answers and the SSE
     followers' terminal-event delays."""
-    loops: dict[str, rest.Loop] = {}
+    loops: dict[str, Loop] = {}
     loops[EMBEDDINGS] = await rest.closed_loop(CONCURRENCY, calls, lambda: rest.embeddings(http))
     waited: list[rest.Waited] = []
 

@@ -4,13 +4,14 @@ API, with `Prefer: wait` and with an SSE follower. Each returns what it timed.""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
+from benchmarks import figures
+from benchmarks.figures import Loop
 from benchmarks.sse import FrameReader, is_terminal, since_stored_ms
 
 EMBED_MODEL = "test-echo-embed"
@@ -144,38 +145,8 @@ async def wait_job(http: httpx.AsyncClient) -> Waited:
     return Waited(job["name"].removeprefix("jobs/"), arrival, finished)
 
 
-@dataclass
-class Loop:
-    """What a closed loop measured: each call's ms and the loop's seconds."""
-
-    ms: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def per_s(self) -> float:
-        return round(len(self.ms) / self.seconds, 1) if self.seconds else float("nan")
-
-
 async def closed_loop(concurrency: int, total: int, once: Callable[[], Awaitable[None]]) -> Loop:
-    """`total` calls of `once`, `concurrency` at a time, each started when one ends; a
-    warm-up of 2x`concurrency` calls first (connections, caches, the workers' first tasks)."""
-
-    async def run(count: int, loop: Loop) -> None:
-        remaining = count
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                start = time.perf_counter()
-                await once()
-                loop.ms.append(_ms(start))
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        loop.seconds = time.perf_counter() - start
-
-    await run(2 * concurrency, Loop())
-    measured = Loop()
-    await run(total, measured)
-    return measured
+    """`figures.closed_loop` after a warm-up of 2x`concurrency` calls (connections, caches,
+    the workers' first tasks)."""
+    await figures.closed_loop(concurrency, 2 * concurrency, once)
+    return await figures.closed_loop(concurrency, total, once)
