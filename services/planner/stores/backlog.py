@@ -17,20 +17,10 @@ from valkey.asyncio import Valkey
 
 from switchboard.common.jobref import JobRef
 
-from .entries import EVENTS, ONCE, reachable
+from .entries import APPEND_ONCE, EVENTS, ONCE, reachable
 
 log = logging.getLogger(__name__)
 
-# Appends an event once per token (a `log` event kept while the log was down, appended when it
-# is back: a retry after a lost reply must not add it twice); returns the entry id either way.
-_APPEND_ONCE = """
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if id then return id end
-id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], id)
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return id
-"""
 # What one process keeps of `log` events the log could not take.
 BACKLOG_PER_JOB = 100
 BACKLOG_JOBS = 10_000
@@ -42,7 +32,7 @@ class Backlog:
     def __init__(self, client: Valkey, *, maxlen: int, ttl_seconds: int) -> None:
         self._maxlen = maxlen
         self._ttl = ttl_seconds
-        self._append_once = client.register_script(_APPEND_ONCE)
+        self._append_once = client.register_script(APPEND_ONCE)
         self._kept: dict[JobRef, list[tuple[str, bytes]]] = {}
         self._flushing = asyncio.Lock()
 
@@ -72,7 +62,7 @@ class Backlog:
     async def append_once(self, job: JobRef, token: str, data: bytes) -> Any:
         """Appends a serialized event unless one with this token was; the entry id either way.
         Raises valkey's own errors (callers translate them)."""
-        args: list[bytes | str | int] = [token, data, self._maxlen, self._ttl]
+        args: list[bytes | str | int] = [token, data, self._maxlen, self._ttl, 0]
         return await self._append_once(keys=[job.key(EVENTS), job.key(ONCE)], args=args)
 
     def _bound(self, job: JobRef) -> None:

@@ -23,6 +23,18 @@ FIELD = b"e"
 # never these keys), the entry id of each state logged, and the tokens of `log` events
 # appended once.
 EVENTS, STATES, ONCE = "events", "states", "once"
+# Appends an event unless its token (KEYS[2]'s field ARGV[1]: a state, a publish, a kept
+# event) was appended already; returns the entry id either way. The token index expires
+# after ARGV[4] s, and so does the stream when ARGV[5] is 1 (a state change sets its TTL).
+APPEND_ONCE = """
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if id then return id end
+id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return id
+"""
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 MAX_STREAM_PART = 2**64 - 1
 

@@ -26,6 +26,7 @@ from switchboard.common.jobref import JobRef
 from ..shared.errors import EventLogUnavailable
 from .backlog import Backlog
 from .entries import (
+    APPEND_ONCE,
     EVENTS,
     FIELD,
     MAX_STREAM_PART,
@@ -58,17 +59,6 @@ log = logging.getLogger(__name__)
 MAX_BLOCK_SECONDS = 2.0
 REPLAY_BATCH = 500
 
-# Appends a state change unless this state was already logged; returns the entry id either way.
-_APPEND_STATE = """
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if id then return id end
-id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], id)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return id
-"""
-
 
 class EventLog:
     """Appends to and reads from job event logs through one injected Valkey client."""
@@ -92,7 +82,7 @@ class EventLog:
         # gone before its job id can be used again.
         self._open_ttl = open_ttl_seconds
         self._heartbeat_seconds = heartbeat_seconds
-        self._append_state = client.register_script(_APPEND_STATE)
+        self._append_state = client.register_script(APPEND_ONCE)
         self._backlog = Backlog(client, maxlen=maxlen, ttl_seconds=open_ttl_seconds)
         self.hub: StreamHub[events_pb2.JobEvent] = StreamHub(
             client,
@@ -129,7 +119,7 @@ class EventLog:
         """Appends a state change once per state; a repeat returns the first one's cursor."""
         state = event.state_changed.state
         ttl = self._terminal_ttl if state in jobstates.TERMINAL_STATE_NAMES else self._open_ttl
-        args: list[bytes | str | int] = [state, event.SerializeToString(), self._maxlen, ttl]
+        args: list[bytes | str | int] = [state, event.SerializeToString(), self._maxlen, ttl, 1]
         await self._backlog.flush(job)
         with reachable():
             entry_id = await self._append_state(keys=[job.key(EVENTS), job.key(STATES)], args=args)
