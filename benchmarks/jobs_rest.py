@@ -28,6 +28,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ import httpx
 from valkey.asyncio import Valkey
 
 from benchmarks import rest_paths as rest
+from benchmarks.cpu import Meter, cpu_row, per_call
 from benchmarks.edge import STACK_ENV
 from benchmarks.figures import Figures, Loop, pct
 from benchmarks.jobs import CLIENT, Planner, measure_first_token, measure_jobs
@@ -55,6 +57,7 @@ CONCURRENCY = 8
 CHAT_STREAM = "/v1/chat/completions, stream"
 JOB_SSE = "POST /v1/jobs → GET …/events (SSE)"
 EMBEDDINGS = "/v1/embeddings"
+GRPC_JOBS = "CreateJob → WatchJob (gRPC)"
 
 
 def _row(bench: str, path: str, ms: list[float], **more: Any) -> Row:
@@ -107,20 +110,26 @@ async def measure_ttft(
 
 
 async def measure_throughput(
-    rows: list[Row], planner: Planner, http: httpx.AsyncClient, calls: int, jobs: int
+    rows: list[Row], planner: Planner, http: httpx.AsyncClient, calls: int, jobs: int, meter: Meter
 ) -> tuple[list[rest.Waited], list[float]]:
-    """The four paths at CONCURRENCY; returns the `Prefer: wait` answers and the SSE
-    followers' terminal-event delays."""
+    """The four paths at CONCURRENCY, and the mesh's CPU per call in each loop; returns the
+    `Prefer: wait` answers and the SSE followers' terminal-event delays."""
     loops: dict[str, Loop] = {}
-    loops[EMBEDDINGS] = await rest.closed_loop(CONCURRENCY, calls, lambda: rest.embeddings(http))
+    cpu: dict[str, dict[str, float]] = {}
+
+    async def timed(path: str, total: int, once: Callable[[], Awaitable[None]]) -> None:
+        before = meter.snapshot()
+        loops[path] = await rest.closed_loop(CONCURRENCY, total, once)
+        # rest.closed_loop first warms up with 2 x CONCURRENCY calls: their CPU counts too
+        cpu[path] = per_call(before, meter.snapshot(), total + 2 * CONCURRENCY)
+
+    await timed(EMBEDDINGS, calls, lambda: rest.embeddings(http))
     waited: list[rest.Waited] = []
 
     async def wait_one() -> None:
         waited.append(await rest.wait_job(http))
 
-    loops[f"POST /v1/jobs, Prefer: wait={rest.WAIT_SECONDS}"] = await rest.closed_loop(
-        CONCURRENCY, jobs, wait_one
-    )
+    await timed(f"POST /v1/jobs, Prefer: wait={rest.WAIT_SECONDS}", jobs, wait_one)
     creates: list[float] = []
     followed: list[float] = []
 
@@ -130,24 +139,28 @@ async def measure_throughput(
         creates.append(create_ms)
         followed.append((await rest.follow_events(http, job_id, start)).terminal_ms)
 
-    loops["POST /v1/jobs, then SSE to the end"] = await rest.closed_loop(
-        CONCURRENCY, jobs, follow_one
-    )
+    await timed("POST /v1/jobs, then SSE to the end", jobs, follow_one)
     grpc_rows = Figures([])
+    before = meter.snapshot()
     await measure_jobs(grpc_rows, planner, CONCURRENCY, jobs)
     by_grpc = grpc_rows.rows[0]
+    # measure_jobs first warms up with 2 x CONCURRENCY jobs: their CPU counts too
+    grpc_cost = per_call(before, meter.snapshot(), by_grpc["jobs"] + 2 * CONCURRENCY)
     through = [
         _row("throughput", path, loop.ms, per_s=loop.per_s, concurrency=CONCURRENCY)
         for path, loop in loops.items()
     ]
     through[1]["late"] = sum(not w.finished for w in waited[-jobs:])
     through.append(
-        {"bench": "throughput", "path": "CreateJob → WatchJob (gRPC)", "n": by_grpc["jobs"]}
+        {"bench": "throughput", "path": GRPC_JOBS, "n": by_grpc["jobs"]}
         | {"concurrency": CONCURRENCY, "p50_ms": by_grpc["job_p50_ms"]}
         | {"p99_ms": by_grpc["job_p99_ms"], "per_s": by_grpc["jobs_per_s"]}
     )
     _against(through, through[0], "per_s")
     rows += through
+    for path, cost in (cpu | {GRPC_JOBS: grpc_cost}).items():
+        rows.append(cpu_row(path, cost))
+        print(json.dumps(rows[-1]), flush=True)
     rows.append(_row("create", "POST /v1/jobs (REST)", creates[-jobs:]))
     grpc_create = {"bench": "create", "path": "CreateJob (gRPC)", "n": by_grpc["jobs"]}
     rows.append(
@@ -228,7 +241,9 @@ async def run(quick: bool) -> list[Row]:
                 inference = inference_pb2_grpc.InferenceServiceStub(channel)
                 generate = await measure_ttft(rows, planner, inference, http, 10 if quick else 30)
                 jobs = 80 if quick else 240
-                waited, embed = await measure_throughput(rows, planner, http, 10 * jobs, jobs)
+                waited, embed = await measure_throughput(
+                    rows, planner, http, 10 * jobs, jobs, Meter(up.state_dir)
+                )
                 followers = {
                     "SSE follower (generate, one job at a time)": generate,
                     f"SSE follower (embed, c={CONCURRENCY})": embed,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cpu import LOAD_GENERATOR
 from benchmarks.report import markdown_table, run_line, write_section
 from benchmarks.sse import ratio
 
@@ -48,6 +49,9 @@ MEASURES: tuple[tuple[str, str, str, str, str], ...] = (
 
 
 UNITS = {"per_s": "/s", "vs_direct": "x"}
+
+# The CPU table's process columns: `edge` sums the edge's replicas, `other` the rest.
+CPU_COLUMNS = ("temporal", "worker", "planner", "edge", "envoy", "inference", "triton", "valkey")
 
 
 def figure(rows: Sequence[Row], bench: str, path_start: str, key: str) -> float:
@@ -94,6 +98,38 @@ def before_after_markdown(before: Sequence[Row], after: Sequence[Row]) -> str:
     )
 
 
+def process_cells(by_process: Mapping[str, float]) -> dict[str, str]:
+    """One CPU row's ms by column, 1 decimal; empty where none (under 0.05 ms per call)."""
+    summed = dict.fromkeys((*CPU_COLUMNS, "other", LOAD_GENERATOR), 0.0)
+    for name, ms in by_process.items():
+        key = "edge" if name.startswith("edge") else name
+        summed[key if key in summed else "other"] += ms
+    return {name: f"{ms:.1f}" if ms else "" for name, ms in summed.items()}
+
+
+def cpu_markdown(rows: Sequence[Row]) -> list[str]:
+    """The CPU per call table and what its ceiling means; nothing for a run without it."""
+    cpu = [r for r in rows if r.get("bench") == "cpu"]
+    if not cpu:
+        return []
+    table = [
+        {"bench": "cpu", "path": r["path"], "total_ms": r["total_ms"]}
+        | {"ceiling_per_s": r["ceiling_per_s"]}
+        | process_cells(r.get("by_process", {}))
+        for r in cpu
+    ]
+    columns = ["path", "total_ms", "ceiling_per_s", *CPU_COLUMNS, "other", LOAD_GENERATOR]
+    return [
+        "### CPU per call or job, by process (same loops)",
+        markdown_table(table, "cpu", columns),
+        "CPU ms (user + system, each process with its children, from /proc) per call or job "
+        "in each loop above, its warm-up included; `total_ms` is the mesh's, without the load "
+        f"generator. `ceiling_per_s` = {cpu[0].get('cores', '?')} cores x 1000 / `total_ms`: "
+        "at 100% of every core, with this much CPU per call, the mesh could not run more than "
+        "this many per second. Empty: under 0.05 ms.",
+    ]
+
+
 def jobs_rest_markdown(rows: Sequence[Row]) -> str:
     """One run's section: each table with its ratios against the direct path."""
     commit, load = env(rows).get("commit", "?"), env(rows).get("load", "?")
@@ -116,6 +152,7 @@ def jobs_rest_markdown(rows: Sequence[Row]) -> str:
             "answer, its SSE stream's end or WatchJob's end). `vs_direct`: per second against "
             "`/v1/embeddings`. `late`: `Prefer: wait` answers that came as 202 (the job not "
             "finished within the wait), timed to the 202.",
+            *cpu_markdown(rows),
             "### The create call, in the job loops above",
             markdown_table(rows, "create", ["path", "n", "p50_ms", "p99_ms"]),
             "### Terminal event stored → the client has it",

@@ -77,3 +77,40 @@ def test_a_new_inference_head_keeps_every_other_benchmarks_section() -> None:
     assert rewritten.startswith("# Benchmarks\n\nnew inference figures\n\n<!-- section: jobs-rest")
     assert "rest figures" in rewritten and "before/after table" in rewritten
     assert with_head("", "# Benchmarks\n") == "# Benchmarks\n"
+
+
+def cpu_rows() -> list[dict[str, Any]]:
+    by_process = {"temporal": 40.0, "worker": 30.0, "planner": 12.0, "edge": 2.0}
+    by_process |= {"edge-2": 1.5, "chroma": 0.5, "supervisor": 0.25, "load generator": 9.0}
+    return [
+        {"bench": "cpu", "path": "/v1/embeddings", "total_ms": 6.0, "cores": 2}
+        | {"ceiling_per_s": 333.3, "by_process": {"edge": 3.0, "inference": 3.0}},
+        {"bench": "cpu", "path": "POST /v1/jobs, Prefer: wait=10", "total_ms": 86.25}
+        | {"cores": 2, "ceiling_per_s": 23.2, "by_process": by_process},
+    ]
+
+
+def test_a_run_with_cpu_rows_has_the_cpu_table_after_the_throughput_table() -> None:
+    text = jobs_rest_markdown(run(36.0, 80.0, 6.0, "abc") + cpu_rows())
+
+    heading = "### CPU per call or job, by process (same loops)"
+    assert text.index("### One text through") < text.index(heading) < text.index("### The create")
+    table = text[text.index(heading) :].split("\n\n")[1].splitlines()
+    columns = [c.strip() for c in table[0].strip("|").split("|")]
+    assert columns[:3] == ["path", "total_ms", "ceiling_per_s"]
+    assert columns[-2:] == ["other", "load generator"]
+    job = dict(zip(columns, (c.strip() for c in table[3].strip("|").split("|")), strict=True))
+    assert job["path"] == "POST /v1/jobs, Prefer: wait=10"
+    assert (job["total_ms"], job["ceiling_per_s"]) == ("86.25", "23.2")
+    assert (job["temporal"], job["edge"], job["other"]) == ("40.0", "3.5", "0.8")  # edge-2, chroma
+    assert (job["load generator"], job["triton"]) == ("9.0", "")
+    assert "`ceiling_per_s` = 2 cores x 1000 / `total_ms`" in text
+
+
+def test_a_run_without_cpu_rows_renders_without_the_cpu_table() -> None:
+    old = run(108.0, 8.0, 48.0, "abc")
+    text = jobs_rest_markdown(old)
+    assert "### One text through" in text and "CPU per call" not in text
+    assert "CPU per call" not in before_after_markdown(
+        old, run(36.0, 80.0, 6.0, "def") + cpu_rows()
+    )
