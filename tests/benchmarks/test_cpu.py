@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,9 +43,9 @@ BURNER = (
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A shell that waits on a `sleep` of its own: a child and a grandchild of this process."""
-    proc = subprocess.Popen(["sh", "-c", "sleep 60; exit 0"])
+    proc = subprocess.Popen(["sh", "-c", "sleep 60; exit 0"], start_new_session=True)
     yield proc
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # its own group: the shell and its sleep
     proc.wait()
 
 
