@@ -179,8 +179,34 @@ async def ingest_document(planner: Planner) -> str:
     return await _finished(planner, _request(pipelines_pb2.JobInput(ingest_document=ingest)))
 
 
-# The newest patch whose command sequence the recorded runs show (flows/publishing.py).
-GENERATION = "local_events"
+def _embed(model: str) -> pipelines_pb2.JobInput:
+    embed = pipelines_pb2.EmbedInput(model=model, texts=["one text", "and another"])
+    return pipelines_pb2.JobInput(embed=embed)
+
+
+async def embed(planner: Planner) -> str:
+    return await _finished(planner, _request(_embed("echo-embed")))
+
+
+async def embed_failed(planner: Planner) -> str:
+    """The fake answers NOT_FOUND for an unknown model: the job fails at once."""
+    return await _finished(planner, _request(_embed("no-such-embedder")))
+
+
+async def graph_embed(planner: Planner) -> str:
+    """An embed stage beside a generate stage, and one after both."""
+    stages = [
+        pipelines_pb2.Stage(id="e", embed=_embed("echo-embed").embed),
+        _stage("a", "echo", "alpha"),
+        _stage("c", "echo", "{{a}} then", "a", "e"),
+    ]
+    graph = pipelines_pb2.StageGraph(stages=stages)
+    return await _finished(planner, _request(pipelines_pb2.JobInput(graph=graph)))
+
+
+# The newest patch whose command sequence the recorded runs show (`local-embed`, in
+# flows/workflow.py). Only runs that embed changed with it; the others were not recorded again.
+GENERATION = "local_embed"
 RUNS: dict[str, Run] = {
     "succeeded": succeeded,
     "failed": failed,
@@ -197,6 +223,10 @@ RUNS: dict[str, Run] = {
     # The chat and document pipelines (no patch: recorded to keep their commands as they are):
     "chat": chat,
     "ingest_document": ingest_document,
+    # Embeds (since local-embed a local activity; recorded before it too, as local_events):
+    "embed": embed,
+    "embed_failed": embed_failed,
+    "graph_embed": graph_embed,
 }
 
 

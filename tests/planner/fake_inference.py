@@ -7,7 +7,10 @@ It speaks the real InferenceService.Generate protocol over a real gRPC server, b
   fail   answers an error (reason FAKE_MODEL_FAILED, FAILED_PRECONDITION: not retryable)
   silent sends nothing until cancelled (done CANCELLED)
   flaky  breaks the stream (UNAVAILABLE) on a request's first attempt, then acts as echo
-It records what it saw: every start with the call's metadata, and every cancel.
+  echo-embed   (Embed) each text becomes [its length, its word count]
+  flaky-embed  (Embed) answers UNAVAILABLE to a request's first call, then acts as echo-embed
+It records what it saw: every start with the call's metadata, every cancel, and the model of
+every Embed call.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
     starts: list[Start] = field(default_factory=list)
     cancels: list[str] = field(default_factory=list)
     flaky_seen: set[str] = field(default_factory=set)
+    embeds: list[str] = field(default_factory=list)
 
     async def Generate(
         self, request_iterator: AsyncIterator[pb.GenerateRequest], context: Any
@@ -67,8 +71,14 @@ class FakeInference(inference_pb2_grpc.InferenceServiceServicer):
         return pb.ListModelsResponse(models=models)
 
     async def Embed(self, request: pb.EmbedRequest, context: Any) -> pb.EmbedResponse:
-        """Model `echo-embed`: each text becomes [its length, its word count]."""
-        if request.model != "echo-embed":
+        self.embeds.append(request.model)
+        if request.model == "flaky-embed":
+            texts = "\n".join(request.texts)
+            if texts not in self.flaky_seen:
+                self.flaky_seen.add(texts)
+                status = to_rpc_status(Unavailable("the backend is restarting").to_status())
+                await context.abort_with_status(status)
+        elif request.model != "echo-embed":
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no embedding model {request.model}")
         vectors = [pb.Embedding(values=[len(t), len(t.split())]) for t in request.texts]
         return pb.EmbedResponse(embeddings=vectors, model=request.model)

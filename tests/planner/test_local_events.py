@@ -10,6 +10,7 @@ import dataclasses
 import uuid
 from typing import TYPE_CHECKING, cast
 
+import grpc
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
@@ -56,6 +57,15 @@ def _count(history: list[HistoryEvent], kind: EventType.ValueType) -> int:
     return sum(event.event_type == kind for event in history)
 
 
+def _local_activities(history: list[HistoryEvent]) -> int:
+    """The local activities' markers (patches are markers too, of another name)."""
+    return sum(
+        e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    )
+
+
 def _scheduled(history: list[HistoryEvent]) -> list[str]:
     """The (normal) activities the workflow scheduled, by type."""
     return [
@@ -66,7 +76,7 @@ def _scheduled(history: list[HistoryEvent]) -> list[str]:
 
 
 @pytest.mark.asyncio
-async def test_an_embed_job_takes_two_workflow_tasks(
+async def test_an_embed_job_takes_one_workflow_task(
     planner: Planner, temporal_client: Client
 ) -> None:
     job = await planner.stub.CreateJob(_embed_request(), metadata=planner.md())
@@ -76,12 +86,54 @@ async def test_an_embed_job_takes_two_workflow_tasks(
     assert states(seen) == ["QUEUED", "RUNNING", "SUCCEEDED"]
     assert [e.WhichOneof("payload") for e in seen[-2:]] == ["result", "state_changed"]
     history = await _history(temporal_client, planner, job.name)
-    # The start (RUNNING logged, embed scheduled), then the embed's end (result and
-    # SUCCEEDED logged, the workflow completed).
-    assert _count(history, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 2
-    assert _scheduled(history) == ["embed"]
-    # RUNNING, result, SUCCEEDED: each a local activity's marker.
-    assert _count(history, EventType.EVENT_TYPE_MARKER_RECORDED) >= 3
+    # The start runs it all (the `local-embed` patch): RUNNING logged, the embed, the result
+    # and SUCCEEDED logged, the workflow completed.
+    assert _count(history, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
+    assert _scheduled(history) == []
+    # RUNNING, embed, result, SUCCEEDED: each a local activity's marker.
+    assert _local_activities(history) == 4
+    done = await planner.get(job.name)
+    assert [list(e.values) for e in done.result.embed.embeddings] == [[8, 2], [11, 2]]
+
+
+@pytest.mark.asyncio
+async def test_an_embed_outage_is_waited_out_within_the_job(
+    planner: Planner, inference: tuple[FakeInference, str], temporal_client: Client
+) -> None:
+    """The local embed's failure is answered by the outage schedule as an activity's was: the
+    call is tried again after the schedule's delay, and the job ends SUCCEEDED once."""
+    fake, _ = inference
+    request = _embed_request()
+    request.job.input.embed.model = "flaky-embed"
+    request.job.input.embed.texts[:] = [f"flaky {uuid.uuid4().hex}"]
+
+    job = await planner.stub.CreateJob(request, metadata=planner.md())
+    seen = await planner.watch(job.name)
+
+    assert states(seen) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    assert fake.embeds.count("flaky-embed") >= 2
+    history = await _history(temporal_client, planner, job.name)
+    assert _scheduled(history) == []
+    done = await planner.get(job.name)
+    assert len(done.result.embed.embeddings) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_embed_of_an_unknown_model_fails_the_job_at_once(
+    planner: Planner, inference: tuple[FakeInference, str]
+) -> None:
+    fake, _ = inference
+    request = _embed_request()
+    request.job.input.embed.model = "no-such-embedder"
+    before = fake.embeds.count("no-such-embedder")
+
+    job = await planner.stub.CreateJob(request, metadata=planner.md())
+    seen = await planner.watch(job.name)
+
+    assert states(seen) == ["QUEUED", "RUNNING", "FAILED"]
+    assert fake.embeds.count("no-such-embedder") - before == 1  # NOT_FOUND: not retried
+    done = await planner.get(job.name)
+    assert done.error.code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 @pytest.mark.asyncio

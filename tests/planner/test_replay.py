@@ -35,8 +35,12 @@ EXPECTED = {"succeeded", "failed", "retried", "cancelled", "webhook_forbidden"} 
     "chat",
     "ingest_document",
 }
-# Since the local-events patch (events appended by local activities): every run again.
-LOCAL_EVENTS = {f"{name}_local_events" for name in EXPECTED}
+# Since the local-events patch (events appended by local activities): every run again, and
+# the embeds (recorded before local-embed, to prove that its patch keeps them replaying).
+EMBEDS = {"embed", "embed_failed", "graph_embed"}
+LOCAL_EVENTS = {f"{name}_local_events" for name in EXPECTED | EMBEDS}
+# Since the local-embed patch (an Embed call as a local activity): the runs that embed.
+LOCAL_EMBED = {f"{name}_local_embed" for name in EMBEDS}
 
 
 def _history(path: Path) -> WorkflowHistory:
@@ -52,7 +56,7 @@ def _replayer(workflow_class: type) -> Replayer:
 
 
 def test_the_recorded_histories_are_all_there() -> None:
-    assert {p.stem for p in HISTORIES.glob("*.json")} >= EXPECTED | LOCAL_EVENTS
+    assert {p.stem for p in HISTORIES.glob("*.json")} >= EXPECTED | LOCAL_EVENTS | LOCAL_EMBED
 
 
 @pytest.mark.asyncio

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     import grpc
@@ -42,6 +42,23 @@ def failure_status(err: ActivityError) -> status_pb2.Status:
     else:
         error = SwitchboardError("the generation failed", reason=errors.GENERATION_FAILED)
     return error.to_status()
+
+
+def as_activity_error(err: FailureError, activity_type: str) -> ActivityError:
+    """A local activity's failure as a normal activity's. The SDK raises a local activity's own
+    failure (ApplicationError, TimeoutError, CancelledError) where a normal activity's comes
+    wrapped in ActivityError; wrapped, a job handles both alike (`failure_status`, cancels)."""
+    wrapped = ActivityError(
+        f"local activity {activity_type} failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=activity_type,
+        activity_id="",
+        retry_state=None,
+    )
+    wrapped.__cause__ = err
+    return wrapped
 
 
 def _code(name: object) -> grpc.StatusCode:

@@ -35,6 +35,7 @@ EMBED_RETRY = RetryPolicy(
     maximum_attempts=0,
     non_retryable_error_types=GENERATE_RETRY.non_retryable_error_types,
 )
+EMBED_LOCAL_RETRY_THRESHOLD = timedelta(minutes=1)
 PUBLISH_START_TO_CLOSE = timedelta(seconds=10)
 # Unlimited attempts: a job must not end without its terminal event, so an outage of the
 # event log delays the job's end instead of losing the event.
