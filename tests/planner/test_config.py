@@ -64,3 +64,10 @@ def test_worker_outage_horizon_and_retry_schedule() -> None:
     assert [retry.delay(n).total_seconds() for n in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
     with pytest.raises(ValueError, match="RETRY_MAX"):
         WorkerSettings.from_env({"SWITCHBOARD_WORKER_RETRY_MAX_ATTEMPTS": "0"})
+
+
+def test_the_worker_runs_workflows_without_the_sandbox_unless_told() -> None:
+    assert WorkerSettings.from_env({}).sandbox is False
+    assert WorkerSettings.from_env({"SWITCHBOARD_WORKER_SANDBOX": "true"}).sandbox is True
+    with pytest.raises(ValueError, match="SANDBOX"):
+        WorkerSettings.from_env({"SWITCHBOARD_WORKER_SANDBOX": "sometimes"})

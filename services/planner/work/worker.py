@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from switchboard.api.inference.v1 import inference_pb2_grpc
@@ -44,11 +44,15 @@ log = logging.getLogger("switchboard.planner.work.worker")
 RESTART_INITIAL_S = 1.0
 RESTART_MAX_S = 30.0
 RESTART_RESET_S = 300.0
-# Every workflow run gets a sandbox that would import these afresh; they are imported once for
-# all runs instead (a job 150 -> 105 ms here, ADR 0010). All are deterministic: generated
-# messages, pure helpers, and the workflow code itself (`flows`, which imports no I/O client
-# and keeps no state at module level). The sandbox's restrictions still hold for the workflow
-# code in the replay test, which replays every recorded history under the full sandbox.
+# The sandbox is how tests catch workflow code that is not deterministic (the wall clock,
+# random numbers, I/O): `build_worker` runs it by default, so every pipeline the tests run, and
+# every recorded history the replay test replays, goes through it. The worker process runs
+# without it (WorkerSettings.sandbox, off by default): the sandbox's per-run setup and its
+# proxied imports cost a third of the worker's CPU per job (ADR 0010).
+# Within the sandbox these are imported once for all runs instead of afresh per run (a job
+# 150 -> 105 ms here). All are deterministic: generated messages, pure helpers, and the
+# workflow code itself (`flows`, which imports no I/O client and keeps no state at module
+# level, both held by import-linter contracts and tests).
 PASSTHROUGH_MODULES = (
     "google.protobuf",
     "google.rpc",
@@ -58,7 +62,7 @@ PASSTHROUGH_MODULES = (
     "switchboard.planner.shared",
     "switchboard.planner.flows",
 )
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+SANDBOXED = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
 )
 
@@ -74,6 +78,7 @@ def build_worker(
     chat: ChatActivities | None = None,
     documents: Documents | None = None,
     schedule: RetrySchedule | None = None,
+    sandboxed: bool = True,
 ) -> Worker:
     # Temporal tells an activity about a cancel only in a heartbeat's reply, so heartbeats
     # are sent often enough for a cancelled job to stop within about this interval.
@@ -88,7 +93,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[JobWorkflow],
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=SANDBOXED if sandboxed else UnsandboxedWorkflowRunner(),
         activities=[
             activities.generate,
             activities.generate_stage,
@@ -143,6 +148,7 @@ async def run(settings: WorkerSettings) -> None:
             ),
             documents=Documents(inference, events, vectors),
             schedule=settings.retry,
+            sandboxed=settings.sandbox,
         )
 
     current: list[Worker] = []
