@@ -8,7 +8,6 @@ goes through that id, so another client's job is NOT_FOUND.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -40,7 +39,7 @@ from ..shared.errors import (
 from ..shared.tasks import chunk_sizes
 from ..stores.chats import ChatSessions
 from ..stores.events import EventLog, now, parse_cursor
-from . import catalog, paging
+from . import catalog, paging, settle
 from .store import JobStore, fingerprint
 
 log = logging.getLogger(__name__)
@@ -48,10 +47,6 @@ log = logging.getLogger(__name__)
 Job = jobs_pb2.Job
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 20
-# How long GetJob waits for a job's state to catch up with its logged terminal event (a few
-# ms normally: the workflow records the append, then updates its state).
-SETTLE_SECONDS = 2.0
-SETTLE_POLL_SECONDS = 0.02
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -96,26 +91,18 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: Context) -> Job:
         ref = self._target(request, context)
-        job = await self._store.get(ref)
+        job = await self._store.find(ref)
         if job.state in TERMINAL_STATES:
             return job
         # The workflow logs its terminal event before its state shows it, so a client that
         # saw the end in the event stream (an SSE follower, the edge's `Prefer: wait`) must
-        # not read an older state here: once the log holds the end, wait for the state too.
-        if await self._events.terminal_cursor(ref) is None:
-            return job
-        return await self._settled(ref, job)
-
-    async def _settled(self, ref: JobRef, job: Job) -> Job:
-        """Polls the `job` memo, not the snapshot query: the workflow upserts the memo in the
-        workflow task that shows the state, and a query sent while that task runs waits for it
-        (once the workflow has closed, a query even replays its history on a worker)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLE_SECONDS
-        while job.state not in TERMINAL_STATES and loop.time() < deadline:
-            await asyncio.sleep(SETTLE_POLL_SECONDS)
-            job = await self._store.find(ref)
-        return job
+        # not read an older state here. Once the log holds the end, the job is settled from
+        # the log and the memo; the snapshot query is for jobs still running (sent after the
+        # end, it would wait for the workflow's last task or replay its history on a worker).
+        end = await self._events.terminal_cursor(ref)
+        if end is not None:
+            return await settle.settled(self._store, self._events, ref, job, end)
+        return await self._store.live(ref, job)
 
     async def ListJobs(
         self, request: jobs_pb2.ListJobsRequest, context: Context

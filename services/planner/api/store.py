@@ -105,7 +105,11 @@ class JobStore:
 
     async def get(self, ref: JobRef) -> Job:
         """The job as it is now: a running workflow answers the `snapshot` query."""
-        job = await self.find(ref)
+        return await self.live(ref, await self.find(ref))
+
+    async def live(self, ref: JobRef, job: Job) -> Job:
+        """The job as it is now, given its memo (`find`): a finished job is its memo, a
+        running one answers the `snapshot` query (the memo when no worker answers in time)."""
         if job.state in TERMINAL_STATES:
             return job
         handle = self._client.get_workflow_handle(ref.workflow_id)

@@ -153,6 +153,13 @@ class EventLog:
             found = await cast(Awaitable[list[bytes | None]], pending)
         return next((text(entry_id) for entry_id in found if entry_id), None)
 
+    async def ending(self, job: JobRef, end: str, count: int) -> list[events_pb2.JobEvent]:
+        """The event at cursor `end` (the terminal one) and up to `count - 1` events before
+        it, newest first."""
+        with reachable():
+            entries = await self._client.xrevrange(job.key(EVENTS), max=end, count=count)
+        return [decode(text(entry_id), fields) for entry_id, fields in entries]
+
     async def watch(
         self, job: JobRef, after_cursor: str
     ) -> AsyncGenerator[events_pb2.JobEvent, None]:
