@@ -20,8 +20,8 @@ from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
 from switchboard.api.planner.v1 import tasks_pb2
 from switchboard.common import telemetry
+from switchboard.common.callmetadata import call_metadata
 from switchboard.common.errors import SwitchboardError, from_rpc_error
-from switchboard.common.hashkeys import JOB_ID_HEADER, SESSION_ID_HEADER
 from switchboard.common.jobref import JobRef
 
 from ..shared import errors
@@ -126,9 +126,7 @@ class Activities:
         affinity = task.affinity_key or ref.id
         call: Call = self._inference.Generate(
             None,
-            metadata=telemetry.trace_metadata(
-                (SESSION_ID_HEADER, affinity), (JOB_ID_HEADER, ref.id)
-            ),
+            metadata=call_metadata("", job_id=ref.id, session_id=affinity),
         )
         request = inference_pb2.GenerateRequest(request_id=request_id, start=task.start)
         return await self._stream(call, request, ref, task.stage)
@@ -153,7 +151,7 @@ class Activities:
         try:
             reply = await self._inference.Embed(
                 inference_pb2.EmbedRequest(model=request.model, texts=request.texts),
-                metadata=telemetry.trace_metadata((JOB_ID_HEADER, ref.id)),
+                metadata=call_metadata("", job_id=ref.id),
             )
         except grpc.aio.AioRpcError as e:
             raise application_error(from_rpc_error(e)) from e

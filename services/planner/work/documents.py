@@ -20,9 +20,8 @@ from temporalio import activity
 
 from switchboard.api.inference.v1 import inference_pb2, inference_pb2_grpc
 from switchboard.api.jobs.v1 import events_pb2, pipelines_pb2
-from switchboard.common import telemetry
+from switchboard.common.callmetadata import call_metadata
 from switchboard.common.errors import InvalidArgument, SwitchboardError, from_rpc_error
-from switchboard.common.hashkeys import JOB_ID_HEADER
 from switchboard.common.jobref import JobRef
 
 from ..shared.errors import DocumentEmpty, DocumentUnreadable
@@ -152,7 +151,7 @@ class Documents:
             reply = await self._inference.ExtractText(
                 request,
                 timeout=INFERENCE_TIMEOUT_S,
-                metadata=telemetry.trace_metadata((JOB_ID_HEADER, job_id)),
+                metadata=call_metadata("", job_id=job_id),
             )
         except grpc.aio.AioRpcError as e:
             error = from_rpc_error(e)
@@ -173,7 +172,7 @@ class Documents:
                 reply = await self._inference.Embed(
                     request,
                     timeout=INFERENCE_TIMEOUT_S,
-                    metadata=telemetry.trace_metadata((JOB_ID_HEADER, ref.id)),
+                    metadata=call_metadata("", job_id=ref.id),
                 )
             except grpc.aio.AioRpcError as e:
                 raise from_rpc_error(e) from e
