@@ -80,6 +80,20 @@ def ms_of(pids: Iterable[int], stats: Mapping[int, Stat], tick_hz: int) -> float
     return sum(stats[p].ticks for p in pids if p in stats) * 1000 / tick_hz
 
 
+def host_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int]:
+    """(stolen, all) CPU ticks of the machine so far, from /proc/stat's `cpu` line: time a
+    virtual machine's CPUs waited for the host is another tenant's load, not the mesh's."""
+    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+    stolen = fields[7] if len(fields) > 7 else 0
+    return stolen, sum(fields[:8])
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time stolen by the host between two `host_ticks` readings, in %."""
+    ticks = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / ticks, 1) if ticks > 0 else 0.0
+
+
 def self_ms() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return (usage.ru_utime + usage.ru_stime) * 1000

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import cpu
 from benchmarks.cpu import (
     LOAD_GENERATOR,
     SUPERVISOR,
@@ -134,3 +135,15 @@ def _until_child_of(pid: int) -> dict[int, Stat]:
             return stats
         time.sleep(0.01)
     raise AssertionError(f"no child of {pid} appeared")
+
+
+def test_the_hosts_stolen_share_comes_from_the_cpu_line(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    before = cpu.host_ticks(stat)
+    stat.write_text("cpu  200 0 100 1495 10 0 10 185 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n")
+    after = cpu.host_ticks(stat)
+    assert before == (35, 1000)
+    # 150 of the 1000 ticks between the readings were stolen.
+    assert cpu.stolen_share(before, after) == 15.0
+    assert cpu.stolen_share(after, after) == 0.0
