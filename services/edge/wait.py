@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.callmetadata import Metadata
@@ -38,24 +39,38 @@ def preferred_wait(prefer_headers: Iterable[str], cap_seconds: float) -> int | N
     return None
 
 
+@dataclass
+class Ending:
+    """How a wait ended: `finished` when the job reached its end within it; `events`, newest
+    first, the terminal event and the `result` event before it, when the stream had them."""
+
+    finished: bool = False
+    events: list[events_pb2.JobEvent] = field(default_factory=list)
+
+
 async def until_finished(
     hub: Hub, client: str, job: str, metadata: Metadata, seconds: float
-) -> bool:
-    """Whether `job` reached its terminal event within `seconds`."""
+) -> Ending:
+    """Follows `job` until its terminal event, for at most `seconds`."""
     subscription = hub.subscribe(client, job, "", metadata)
+    result: events_pb2.JobEvent | None = None
     try:
         async with asyncio.timeout(seconds):
             while True:
                 item = await subscription.next(seconds)
                 if item is Tick.END:
-                    return True
-                if isinstance(item, events_pb2.JobEvent) and is_terminal(item):
-                    return True
+                    return Ending(finished=True)
+                if not isinstance(item, events_pb2.JobEvent):
+                    continue
+                if item.HasField("result"):
+                    result = item
+                if is_terminal(item):
+                    return Ending(True, [item] + ([result] if result is not None else []))
     except TimeoutError:
-        return False
+        return Ending()
     except SwitchboardError as exc:
         # The job exists either way; answering 202 lets the client follow it itself.
         log.info("wait ended early", extra={"fields": {"reason": exc.reason}})
-        return False
+        return Ending()
     finally:
         subscription.close(client_left=False)

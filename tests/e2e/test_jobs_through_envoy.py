@@ -207,3 +207,23 @@ def test_embed_job_through_the_mesh(mesh: Mesh) -> None:
     assert [len(v) for v in vectors] == [384, 384, 384]
     for v in vectors:
         assert abs(sum(x * x for x in v) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("pipeline", ["embed", "generate"])
+def test_a_waited_for_job_is_answered_as_get_shows_it(mesh: Mesh, pipeline: str) -> None:
+    """`Prefer: wait` answers a SUCCEEDED job from the job as created and its logged result
+    and end (common.jobview), without reading it back: the answer must be the job exactly as
+    GET shows it once the workflow has caught up."""
+    inputs = {
+        "embed": {"embed": {"model": "default-embed", "texts": ["wait for me"]}},
+        "generate": {"generate": {"model": "test-streamer", "prompt": PROMPT}},
+    }
+    body = {"pipeline": pipeline, "input": inputs[pipeline], "labels": {"via": "wait"}}
+    with httpx.Client(base_url=mesh.public, timeout=60) as client:
+        waited = client.post("/v1/jobs", json=body, headers={**AUTH, "Prefer": "wait=30"})
+        assert waited.status_code == 200, waited.text
+        job = waited.json()
+        assert job["state"] == "SUCCEEDED"
+        assert job["result"][pipeline]
+        shown = client.get(f"/v1/{job['name']}", headers=AUTH).json()
+    assert job == shown

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
 from switchboard.edge.wait import preferred_wait
 
 from .conftest import edge_client
@@ -75,6 +75,36 @@ async def test_wait_answers_200_with_the_job_once_it_ends(
     assert "retry-after" not in response.headers
     assert live.gets == [JOB]  # read once, after the terminal event
     await eventually(lambda: live.open_watches == 0, "the watch is closed")
+
+
+@pytest.mark.asyncio
+async def test_a_logged_success_with_its_result_is_answered_without_reading_the_job(
+    live: LivePlanner, live_client: httpx.AsyncClient
+) -> None:
+    """The planner logs the result just before SUCCEEDED: the edge answers from the job as
+    created and those two events (common.jobview), with no GetJob after the end."""
+    result = events_pb2.JobEvent(
+        cursor="3-0",
+        job=JOB,
+        result=pipelines_pb2.JobResult(generate=pipelines_pb2.GenerateOutput(text="t2 done")),
+    )
+    end = state(4, "SUCCEEDED")
+    end.create_time.FromSeconds(1_800_000_000)
+
+    async def finish() -> None:
+        await eventually(lambda: live.open_watches == 1, "the edge follows the job")
+        live.append(state(1, "RUNNING"), token(2), result, end)
+
+    finisher = asyncio.ensure_future(finish())
+    response = await live_client.post("/v1/jobs", json=GENERATE, headers={"Prefer": "wait=8"})
+    await finisher
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["state"], body["result"]["generate"]["text"]) == ("SUCCEEDED", "t2 done")
+    assert body["updateTime"] == "2027-01-15T08:00:00Z"  # the SUCCEEDED event's time
+    assert body["labels"] == GENERATE["labels"]  # the rest as created
+    assert live.gets == []
 
 
 @pytest.mark.asyncio

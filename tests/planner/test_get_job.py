@@ -17,6 +17,7 @@ import pytest
 from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2, jobs_pb2, pipelines_pb2
+from switchboard.common import jobview
 from switchboard.common.jobref import JobRef
 from switchboard.common.settings import Secret
 from switchboard.planner.api import settle
@@ -171,7 +172,7 @@ async def test_the_view_from_the_log_is_the_one_the_workflow_shows(
     running.state = Job.RUNNING
     running.ClearField("result")
     running.ClearField("update_time")
-    built = settle.succeeded_view(running, await log.ending(ref, end, settle.ENDING_EVENTS))
+    built = jobview.succeeded_view(running, await log.ending(ref, end, settle.ENDING_EVENTS))
 
     assert shown.state == Job.SUCCEEDED
     assert built == shown

@@ -7,19 +7,17 @@ upserts the memo is not yet completed in Temporal (a few ms alone, a few hundred
 load). GetJob must not answer that older state, and need not wait for it either where the
 log says all of it.
 
-A SUCCEEDED end is all in the log: the `result` event the workflow logs just before the
-SUCCEEDED state change, whose time is the job's `update_time`. The job is answered as its
-memo will show it: the memo's last view with those applied (and, for a job with a webhook,
-its delivery PENDING, as the workflow sets it with the end). A FAILED or CANCELLED job may
-keep what the log does not hold (a failed graph's finished stages), so for those the memo
-is polled until it shows the end.
+A SUCCEEDED end is all in the log (`common.jobview`): the job is answered as its memo will
+show it. A FAILED or CANCELLED job may keep what the log does not hold (a failed graph's
+finished stages), so for those the memo is polled until it shows the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
+from switchboard.api.jobs.v1 import jobs_pb2
+from switchboard.common import jobview
 from switchboard.common.jobref import JobRef
 from switchboard.common.jobstates import TERMINAL_STATES
 
@@ -38,28 +36,10 @@ ENDING_EVENTS = 8
 async def settled(store: JobStore, events: EventLog, ref: JobRef, shown: Job, end: str) -> Job:
     """The job as it ended; `shown` is its memo, not yet terminal, and `end` the cursor of its
     logged terminal event."""
-    ended = succeeded_view(shown, await events.ending(ref, end, ENDING_EVENTS))
+    ended = jobview.succeeded_view(shown, await events.ending(ref, end, ENDING_EVENTS))
     if ended is not None:
         return ended
     return await _polled(store, ref, shown)
-
-
-def succeeded_view(shown: Job, ending: list[events_pb2.JobEvent]) -> Job | None:
-    """The memo's view with a logged SUCCEEDED end applied; None for any other end, or when
-    the result is not among `ending` (the log's last events up to its end, newest first)."""
-    if not ending or ending[0].state_changed.state != Job.State.Name(Job.SUCCEEDED):
-        return None
-    result = next((e.result for e in ending[1:] if e.HasField("result")), None)
-    if result is None:
-        return None
-    job = Job()
-    job.CopyFrom(shown)
-    job.state = Job.SUCCEEDED
-    job.update_time.CopyFrom(ending[0].create_time)
-    job.result.CopyFrom(result)
-    if job.webhook_url:
-        job.webhook_delivery.state = events_pb2.WebhookDelivery.PENDING
-    return job
 
 
 async def _polled(store: JobStore, ref: JobRef, job: Job) -> Job:
