@@ -81,11 +81,16 @@ def before_after_table(before: Sequence[Row], after: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def before_after_markdown(before: Sequence[Row], after: Sequence[Row]) -> str:
+BEFORE_AFTER_TITLE = "Jobs: before and after the planner's fast path (issue 12)"
+
+
+def before_after_markdown(
+    before: Sequence[Row], after: Sequence[Row], title: str = BEFORE_AFTER_TITLE
+) -> str:
     old, new = env(before), env(after)
     return "\n\n".join(
         [
-            "## Jobs: before and after the planner's fast path (issue 12)",
+            f"## {title}",
             f"`python -m benchmarks.jobs_rest` on commit `{old.get('commit', '?')}` (before) and "
             f"`{new.get('commit', '?')}` (after), the same benchmark code, on the same machine, "
             "run back to back. One-minute load average: before "
@@ -175,13 +180,19 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="rows of the run before")
     parser.add_argument("--after", type=Path, help="rows of the run after")
     parser.add_argument("--write", type=Path, help="write the sections into this page")
+    parser.add_argument(
+        "--section",
+        default="jobs-before-after",
+        help="the page's section for the before/after table (a new name keeps earlier rounds)",
+    )
+    parser.add_argument("--title", default=BEFORE_AFTER_TITLE, help="the table's heading")
     args = parser.parse_args()
     sections: dict[str, str] = {}
     if args.rows:
         sections["jobs-rest"] = jobs_rest_markdown(json.loads(args.rows.read_text()))
     if args.before and args.after:
         before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
-        sections["jobs-before-after"] = before_after_markdown(before, after)
+        sections[args.section] = before_after_markdown(before, after, args.title)
     if not sections:
         parser.error("give --rows, or --before and --after")
     for name, section in sections.items():
