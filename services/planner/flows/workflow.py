@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, NoReturn, cast
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -33,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
 
     from ..shared import errors
     from ..shared.tasks import (
-        EMBED,
         GENERATE,
         GENERATE_STAGE,
         MEMO_JOB,
@@ -42,11 +41,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from ..shared import redact
-from . import chatflow, documentflow, failures, stages, webhookflow
+from . import chatflow, documentflow, embedding, failures, stages, webhookflow
 from .policies import (
-    EMBED_LOCAL_RETRY_THRESHOLD,
-    EMBED_RETRY,
-    EMBED_START_TO_CLOSE,
     GENERATE_HEARTBEAT,
     GENERATE_RETRY,
     GENERATE_START_TO_CLOSE,
@@ -57,8 +53,6 @@ State = jobs_pb2.Job.State
 StageStatus = pipelines_pb2.StageResult.Status
 # Stores each event before the state it announces shows, and logs the result event.
 EVENTS_BEFORE_STATE = "events-before-state"
-# An Embed call runs as a local activity, within the workflow task that asks for it.
-LOCAL_EMBED = "local-embed"
 
 
 class JobFailure(Exception):
@@ -193,33 +187,8 @@ class JobWorkflow:
     async def embed(
         self, request: pipelines_pb2.EmbedInput, *, budget: timedelta | None = None
     ) -> pipelines_pb2.EmbedOutput:
-        """One `embed` activity; `budget` bounds it, retries included."""
-        if workflow.patched(LOCAL_EMBED):
-            try:
-                output = await workflow.execute_local_activity(
-                    EMBED,
-                    request,
-                    result_type=pipelines_pb2.EmbedOutput,
-                    start_to_close_timeout=EMBED_START_TO_CLOSE,
-                    schedule_to_close_timeout=budget,
-                    retry_policy=EMBED_RETRY,
-                    local_retry_threshold=EMBED_LOCAL_RETRY_THRESHOLD,
-                )
-            except FailureError as err:
-                if isinstance(err, ActivityError):
-                    raise
-                raise failures.as_activity_error(err, EMBED) from err
-            return cast(pipelines_pb2.EmbedOutput, output)
-        output = await workflow.execute_activity(
-            EMBED,
-            request,
-            result_type=pipelines_pb2.EmbedOutput,
-            start_to_close_timeout=EMBED_START_TO_CLOSE,
-            heartbeat_timeout=GENERATE_HEARTBEAT,
-            schedule_to_close_timeout=budget,
-            retry_policy=EMBED_RETRY,
-        )
-        return cast(pipelines_pb2.EmbedOutput, output)
+        """One Embed call (`embedding.py`); `budget` bounds it, retries included."""
+        return await embedding.embed(request, budget)
 
     async def publish(self, event: events_pb2.JobEvent) -> None:
         """Appends an event to the job's log, its job name and time filled in when unset. A
