@@ -167,9 +167,10 @@ def jobs_rest_markdown(rows: Sequence[Row]) -> str:
             "From the terminal state change's cursor (the Valkey stream id, Valkey's clock "
             "when XADD stored it, in whole ms: figures read up to 1 ms long) to the `Prefer: "
             "wait` answer's arrival, or to the SSE frame's arrival at the follower. The edge "
-            "answers a `Prefer: wait` only after a GetJob that shows the job ended, so that row "
-            "also holds that call (which builds a SUCCEEDED job from the log's result and end "
-            "events; other ends wait until the workflow's memo shows them).",
+            "answers a SUCCEEDED job's `Prefer: wait` from the job as created and the `result` "
+            "and end events it followed (`common/jobview.py`); for other ends, and in runs "
+            "before that change, the row also holds a GetJob that waits until the job's state "
+            "shows the end.",
         ]
     )
 
