@@ -140,7 +140,7 @@ class WorkerSettings:
     # between attempts (see outage.py).
     retry: RetrySchedule = field(default_factory=RetrySchedule)
     # Workflows in Temporal's sandbox: a check of determinism that the tests run; off, a job
-    # costs the worker about a third less CPU (ADR 0010).
+    # costs the worker about a quarter less CPU (ADR 0010).
     sandbox: bool = False
 
     @classmethod

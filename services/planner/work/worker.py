@@ -48,7 +48,7 @@ RESTART_RESET_S = 300.0
 # random numbers, I/O): `build_worker` runs it by default, so every pipeline the tests run, and
 # every recorded history the replay test replays, goes through it. The worker process runs
 # without it (WorkerSettings.sandbox, off by default): the sandbox's per-run setup and its
-# proxied imports cost a third of the worker's CPU per job (ADR 0010).
+# proxied imports cost about a quarter of the worker's CPU per job (ADR 0010).
 # Within the sandbox these are imported once for all runs instead of afresh per run (a job
 # 150 -> 105 ms here). All are deterministic: generated messages, pure helpers, and the
 # workflow code itself (`flows`, which imports no I/O client and keeps no state at module
