@@ -27,6 +27,13 @@ def pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(values), q)), 2) if values else float("nan")
 
 
+def warm_up_calls(concurrency: int) -> int:
+    """Calls a loop makes before it measures (connections, caches, the workers' first tasks):
+    two per concurrent caller. A figure per call that counts them too divides by this plus
+    the measured calls."""
+    return 2 * concurrency
+
+
 @dataclass
 class Loop:
     """What a closed loop measured: each call's ms and the loop's seconds."""

@@ -40,7 +40,7 @@ from switchboard.launcher import background, stack
 from switchboard.launcher.ports import free_block
 from switchboard.planner.stores.events import EventLog
 
-from .figures import Figures, pct
+from .figures import Figures, pct, warm_up_calls
 
 if TYPE_CHECKING:  # the async stub types exist only in the generated stubs
     InferenceStub = inference_pb2_grpc.InferenceServiceAsyncStub
@@ -85,7 +85,7 @@ def _generate_job(model: str) -> jobs_pb2.Job:
 async def measure_jobs(figures: Figures, planner: Planner, concurrency: int, total: int) -> None:
     creates: list[float] = []
     whole: list[float] = []
-    remaining = 2 * concurrency  # warm-up: connections, caches, the worker's first tasks
+    remaining = warm_up_calls(concurrency)
 
     async def worker() -> None:
         nonlocal remaining

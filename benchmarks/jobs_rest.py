@@ -38,9 +38,8 @@ from valkey.asyncio import Valkey
 
 from benchmarks import cpu
 from benchmarks import rest_paths as rest
-from benchmarks.cpu import Meter, cpu_row, per_call
 from benchmarks.edge import STACK_ENV
-from benchmarks.figures import Figures, Loop, pct
+from benchmarks.figures import Figures, Loop, pct, warm_up_calls
 from benchmarks.jobs import CLIENT, Planner, measure_first_token, measure_jobs
 from benchmarks.jobs_rest_report import jobs_rest_markdown
 from benchmarks.report import write_section
@@ -116,18 +115,24 @@ async def measure_ttft(
 
 
 async def measure_throughput(
-    rows: list[Row], planner: Planner, http: httpx.AsyncClient, calls: int, jobs: int, meter: Meter
+    rows: list[Row],
+    planner: Planner,
+    http: httpx.AsyncClient,
+    calls: int,
+    jobs: int,
+    meter: cpu.Meter,
 ) -> tuple[list[rest.Waited], list[float]]:
     """The four paths at CONCURRENCY, and the mesh's CPU per call in each loop; returns the
     `Prefer: wait` answers and the SSE followers' terminal-event delays."""
     loops: dict[str, Loop] = {}
-    cpu: dict[str, dict[str, float]] = {}
+    costs: dict[str, dict[str, float]] = {}
+    # Both kinds of loop warm up first; the warm-up's CPU is counted, and its calls with it.
+    warm_up = warm_up_calls(CONCURRENCY)
 
     async def timed(path: str, total: int, once: Callable[[], Awaitable[None]]) -> None:
         before = meter.snapshot()
         loops[path] = await rest.closed_loop(CONCURRENCY, total, once)
-        # rest.closed_loop first warms up with 2 x CONCURRENCY calls: their CPU counts too
-        cpu[path] = per_call(before, meter.snapshot(), total + 2 * CONCURRENCY)
+        costs[path] = cpu.per_call(before, meter.snapshot(), total + warm_up)
 
     await timed(EMBEDDINGS, calls, lambda: rest.embeddings(http))
     waited: list[rest.Waited] = []
@@ -150,8 +155,7 @@ async def measure_throughput(
     before = meter.snapshot()
     await measure_jobs(grpc_rows, planner, CONCURRENCY, jobs)
     by_grpc = grpc_rows.rows[0]
-    # measure_jobs first warms up with 2 x CONCURRENCY jobs: their CPU counts too
-    grpc_cost = per_call(before, meter.snapshot(), by_grpc["jobs"] + 2 * CONCURRENCY)
+    grpc_cost = cpu.per_call(before, meter.snapshot(), by_grpc["jobs"] + warm_up)
     through = [
         _row("throughput", path, loop.ms, per_s=loop.per_s, concurrency=CONCURRENCY)
         for path, loop in loops.items()
@@ -164,8 +168,8 @@ async def measure_throughput(
     )
     _against(through, through[0], "per_s")
     rows += through
-    for path, cost in (cpu | {GRPC_JOBS: grpc_cost}).items():
-        rows.append(cpu_row(path, cost))
+    for path, cost in (costs | {GRPC_JOBS: grpc_cost}).items():
+        rows.append(cpu.cpu_row(path, cost))
         print(json.dumps(rows[-1]), flush=True)
     rows.append(_row("create", "POST /v1/jobs (REST)", creates[-jobs:]))
     grpc_create = {"bench": "create", "path": "CreateJob (gRPC)", "n": by_grpc["jobs"]}
@@ -248,7 +252,7 @@ async def run(quick: bool) -> list[Row]:
                 generate = await measure_ttft(rows, planner, inference, http, 10 if quick else 30)
                 jobs = 80 if quick else 240
                 waited, embed = await measure_throughput(
-                    rows, planner, http, 10 * jobs, jobs, Meter(up.state_dir)
+                    rows, planner, http, 10 * jobs, jobs, cpu.Meter(up.state_dir)
                 )
                 followers = {
                     "SSE follower (generate, one job at a time)": generate,

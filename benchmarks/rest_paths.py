@@ -146,7 +146,6 @@ async def wait_job(http: httpx.AsyncClient) -> Waited:
 
 
 async def closed_loop(concurrency: int, total: int, once: Callable[[], Awaitable[None]]) -> Loop:
-    """`figures.closed_loop` after a warm-up of 2x`concurrency` calls (connections, caches,
-    the workers' first tasks)."""
-    await figures.closed_loop(concurrency, 2 * concurrency, once)
+    """`figures.closed_loop` after a warm-up (`figures.warm_up_calls`)."""
+    await figures.closed_loop(concurrency, figures.warm_up_calls(concurrency), once)
     return await figures.closed_loop(concurrency, total, once)
