@@ -113,7 +113,10 @@ def test_the_session_id_reaches_envoys_hash(client: openai.OpenAI, mesh: Mesh) -
         messages=_user("hi"),
         extra_headers={"X-Session-Id": session},
     )
-    deadline = time.monotonic() + 10
+    # Envoy writes its access log through a buffer it flushes at least every 10 s (its
+    # bootstrap's file_flush_interval): a line may take that long to appear. Waiting only
+    # 10 s failed once on a loaded machine with the request served.
+    deadline = time.monotonic() + 25
     while time.monotonic() < deadline:
         lines = [json.loads(x) for x in mesh.log("envoy").splitlines() if session in x]
         if any(x.get("route") == "inference" for x in lines):
