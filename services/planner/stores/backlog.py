@@ -13,11 +13,9 @@ import logging
 import uuid
 from typing import Any
 
-from valkey.asyncio import Valkey
-
 from switchboard.common.jobref import JobRef
 
-from .entries import APPEND_ONCE, EVENTS, ONCE, reachable
+from .entries import ONCE, AppendOnce, reachable
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +27,9 @@ BACKLOG_JOBS = 10_000
 class Backlog:
     """Per job, in order: (token, serialized event) of `log` events not yet appended."""
 
-    def __init__(self, client: Valkey, *, maxlen: int, ttl_seconds: int) -> None:
-        self._maxlen = maxlen
+    def __init__(self, append_once: AppendOnce, *, ttl_seconds: int) -> None:
+        self._append_once = append_once
         self._ttl = ttl_seconds
-        self._append_once = client.register_script(APPEND_ONCE)
         self._kept: dict[JobRef, list[tuple[str, bytes]]] = {}
         self._flushing = asyncio.Lock()
 
@@ -62,8 +59,7 @@ class Backlog:
     async def append_once(self, job: JobRef, token: str, data: bytes) -> Any:
         """Appends a serialized event unless one with this token was; the entry id either way.
         Raises valkey's own errors (callers translate them)."""
-        args: list[bytes | str | int] = [token, data, self._maxlen, self._ttl, 0]
-        return await self._append_once(keys=[job.key(EVENTS), job.key(ONCE)], args=args)
+        return await self._append_once(job, ONCE, token, data, self._ttl, stream=False)
 
     def _bound(self, job: JobRef) -> None:
         pending = self._kept[job]

@@ -1,6 +1,6 @@
 """How one job event is kept in its Valkey stream: the key of the job's log, the entry's one
-field, the entry id read as the event's cursor, and Valkey's failures as the planner reports
-them. Shared by the event log's writers and readers; no I/O of its own."""
+field, the entry id read as the event's cursor, the script that appends an event once, and
+Valkey's failures as the planner reports them. Shared by the event log's writers and readers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 from valkey import exceptions as valkey_errors
+from valkey.asyncio import Valkey
 
 from switchboard.api.jobs.v1 import events_pb2
 from switchboard.common.jobref import JobRef
@@ -35,6 +36,25 @@ if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return id
 """
+
+
+class AppendOnce:
+    """APPEND_ONCE on one client, for every writer that appends once per token (a state
+    change, a publish, a kept `log` event). Raises valkey's own errors."""
+
+    def __init__(self, client: Valkey, *, maxlen: int) -> None:
+        self._script = client.register_script(APPEND_ONCE)
+        self._maxlen = maxlen
+
+    async def __call__(
+        self, job: JobRef, index: str, token: str, data: bytes, ttl_seconds: int, *, stream: bool
+    ) -> Any:
+        """Appends `data` unless `token` is in the job's `index` hash; the entry id either
+        way. The index expires after `ttl_seconds`, and so does the stream when `stream`."""
+        args: list[bytes | str | int] = [token, data, self._maxlen, ttl_seconds, int(stream)]
+        return await self._script(keys=[job.key(EVENTS), job.key(index)], args=args)
+
+
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 MAX_STREAM_PART = 2**64 - 1
 

@@ -26,11 +26,11 @@ from switchboard.common.jobref import JobRef
 from ..shared.errors import EventLogUnavailable
 from .backlog import Backlog
 from .entries import (
-    APPEND_ONCE,
     EVENTS,
     FIELD,
     MAX_STREAM_PART,
     STATES,
+    AppendOnce,
     decode,
     job_event,
     now,
@@ -82,8 +82,8 @@ class EventLog:
         # gone before its job id can be used again.
         self._open_ttl = open_ttl_seconds
         self._heartbeat_seconds = heartbeat_seconds
-        self._append_state = client.register_script(APPEND_ONCE)
-        self._backlog = Backlog(client, maxlen=maxlen, ttl_seconds=open_ttl_seconds)
+        self._append_once = AppendOnce(client, maxlen=maxlen)
+        self._backlog = Backlog(self._append_once, ttl_seconds=open_ttl_seconds)
         self.hub: StreamHub[events_pb2.JobEvent] = StreamHub(
             client,
             decode,
@@ -119,10 +119,10 @@ class EventLog:
         """Appends a state change once per state; a repeat returns the first one's cursor."""
         state = event.state_changed.state
         ttl = self._terminal_ttl if state in jobstates.TERMINAL_STATE_NAMES else self._open_ttl
-        args: list[bytes | str | int] = [state, event.SerializeToString(), self._maxlen, ttl, 1]
+        data = event.SerializeToString()
         await self._backlog.flush(job)
         with reachable():
-            entry_id = await self._append_state(keys=[job.key(EVENTS), job.key(STATES)], args=args)
+            entry_id = await self._append_once(job, STATES, state, data, ttl, stream=True)
         return text(entry_id)
 
     async def append_log(self, job: JobRef, event: events_pb2.JobEvent) -> bool:
