@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchboard.api.jobs.v1 import events_pb2, jobs_pb2
+from switchboard.api.jobs.v1 import jobs_pb2
 from switchboard.common import jobview, telemetry
 from switchboard.common.callmetadata import Metadata, call_metadata
 from switchboard.common.errors import SwitchboardError
@@ -145,18 +145,10 @@ async def _create(
         named = (*metadata, (JOB_ID_HEADER, JobRef.from_name(client, job.name).id))
         ending = await until_finished(state["hub"], client, job.name, named, wait)
         if ending.finished:
-            job = _ended(job, ending.events) or await _finished_job(state["planner"], job, named)
+            ended = jobview.succeeded_view(job, ending.events)
+            job = ended or await _finished_job(state["planner"], job, named)
     status = route.status if job.state in _UNFINISHED else 200
     return _reply(route, request, job, status=status, headers=headers)
-
-
-def _ended(created: jobs_pb2.Job, ending: list[events_pb2.JobEvent]) -> jobs_pb2.Job | None:
-    """The job as it ended, from the job as created and the events the wait saw (a SUCCEEDED
-    end with its result: `common.jobview`); None when a GetJob must read it. An ingest job
-    is always read back: its created view holds the document, which the planner's does not."""
-    if created.input.HasField("ingest_document"):
-        return None
-    return jobview.succeeded_view(created, ending)
 
 
 async def _finished_job(

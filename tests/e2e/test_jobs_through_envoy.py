@@ -209,14 +209,17 @@ def test_embed_job_through_the_mesh(mesh: Mesh) -> None:
         assert abs(sum(x * x for x in v) - 1.0) < 1e-3
 
 
-@pytest.mark.parametrize("pipeline", ["embed", "generate"])
+@pytest.mark.parametrize("pipeline", ["embed", "generate", "ingest-document"])
 def test_a_waited_for_job_is_answered_as_get_shows_it(mesh: Mesh, pipeline: str) -> None:
     """`Prefer: wait` answers a SUCCEEDED job from the job as created and its logged result
     and end (common.jobview), without reading it back: the answer must be the job exactly as
-    GET shows it once the workflow has caught up."""
-    inputs = {
+    GET shows it once the workflow has caught up (an ingest job's document left out)."""
+    text = "A short document, ingested while the client waits."
+    ingest = {"collection": f"e2e-wait-{secrets.token_hex(4)}", "document": {"text": text}}
+    inputs: dict[str, dict[str, Any]] = {
         "embed": {"embed": {"model": "default-embed", "texts": ["wait for me"]}},
         "generate": {"generate": {"model": "test-streamer", "prompt": PROMPT}},
+        "ingest-document": {"ingestDocument": ingest},
     }
     body = {"pipeline": pipeline, "input": inputs[pipeline], "labels": {"via": "wait"}}
     with httpx.Client(base_url=mesh.public, timeout=60) as client:
@@ -224,6 +227,9 @@ def test_a_waited_for_job_is_answered_as_get_shows_it(mesh: Mesh, pipeline: str)
         assert waited.status_code == 200, waited.text
         job = waited.json()
         assert job["state"] == "SUCCEEDED"
-        assert job["result"][pipeline]
+        (kind,) = inputs[pipeline]
+        assert job["result"][kind]
         shown = client.get(f"/v1/{job['name']}", headers=AUTH).json()
     assert job == shown
+    if pipeline == "ingest-document":
+        assert job["input"]["ingestDocument"]["document"] == {}  # the text is not echoed

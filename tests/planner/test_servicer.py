@@ -317,3 +317,23 @@ async def test_embed_pipeline_with_an_unknown_model_fails_with_its_reason(
     failed = await planner.get(created.name)
     assert failed.state == Job.FAILED
     assert failed.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+@pytest.mark.asyncio
+async def test_an_ingest_jobs_create_answer_leaves_its_document_out(planner: Planner) -> None:
+    """CreateJob answers the job as GetJob shows it: an ingest job's document (up to 1 MiB)
+    is not echoed, neither the first time nor on a repeat of the same create."""
+    document = pipelines_pb2.Document(text="a document that is not sent back")
+    ingest = pipelines_pb2.IngestDocumentInput(collection="not-echoed", document=document)
+    job = Job(pipeline="ingest-document", input=pipelines_pb2.JobInput(ingest_document=ingest))
+    request = jobs_pb2.CreateJobRequest(job=job, job_id="ingest-not-echoed-1")
+
+    first = await planner.stub.CreateJob(request, metadata=planner.md())
+    again = await planner.stub.CreateJob(request, metadata=planner.md())
+
+    assert again.name == first.name == "jobs/ingest-not-echoed-1"
+    for answer in (first, again):
+        shown = answer.input.ingest_document
+        assert (shown.collection, shown.HasField("document")) == ("not-echoed", True)
+        assert shown.document.WhichOneof("content") is None
+        assert b"not sent back" not in answer.SerializeToString()

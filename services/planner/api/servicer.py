@@ -23,7 +23,7 @@ from switchboard.common.jobstates import TERMINAL_STATES
 from switchboard.common.settings import Secret
 from switchboard.common.validation import validate
 
-from ..shared import graphs, ids
+from ..shared import graphs, ids, redact
 from ..shared.errors import (
     ChatSessionNotFound,
     ClientIdInvalid,
@@ -83,7 +83,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         await self._events.append_state(ref, _queued(job))
         if await self._store.start(ref, job):
             log.info("job created", extra={"fields": {"pipeline": job.pipeline}})
-            return job
+            # As GetJob and a repeated create show it: an ingest job's document is not echoed.
+            return redact.stored_view(job)
         existing = await self._existing(ref, job, request)  # a concurrent create won
         if existing is None:
             raise _reused(request, ref.id, "was used before")

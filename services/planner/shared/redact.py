@@ -2,9 +2,9 @@
 
 The memo of every workflow holds its Job, and `ListJobs` reads 20 memos a page: 20 documents
 of up to 1 MiB each would pass gRPC's message limits and Temporal's memo limit. So the memo,
-the `snapshot` query and the workflow's result hold the job with the document's content
-cleared (GetJob does not echo documents back); the workflow's own input keeps it for the
-`extract_document` activity.
+the `snapshot` query, the workflow's result and CreateJob's answer hold the job with the
+document's content cleared (no view echoes a document back); the workflow's own input keeps
+it for the `extract_document` activity.
 """
 
 from __future__ import annotations
