@@ -55,11 +55,12 @@ test: setup ## every test: unit, integration and end-to-end through Envoy
 test-e2e: setup ## only the end-to-end tests against a fresh local mesh
 	$(VENV)/pytest tests/e2e
 
-bench: setup ## benchmarks (inference, then edge: SSE streams, events/s, added latency; then jobs, gRPC and REST); writes docs/benchmarks.md
+bench: setup ## benchmarks (inference, then edge: SSE streams, events/s, added latency; then jobs, gRPC and REST, and a job's timeline); writes docs/benchmarks.md
 	$(VENV)/python -m benchmarks.inference --write docs/benchmarks.md
 	$(VENV)/python -m benchmarks.edge --write docs/benchmarks.md
 	$(VENV)/python -m benchmarks.jobs --write docs/benchmarks.md
 	$(VENV)/python -m benchmarks.jobs_rest --write docs/benchmarks.md
+	$(VENV)/python -m benchmarks.job_timeline --write docs/benchmarks.md
 
 check: lint typecheck buf proto-check test ## everything CI runs
 

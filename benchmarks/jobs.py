@@ -73,7 +73,7 @@ def _embed_job() -> jobs_pb2.Job:
     return jobs_pb2.Job(pipeline="embed", input=pipelines_pb2.JobInput(embed=embed))
 
 
-def _generate_job(model: str) -> jobs_pb2.Job:
+def generate_job(model: str) -> jobs_pb2.Job:
     params = ipb.SamplingParams(max_tokens=STREAM_TOKENS)
     generate = pipelines_pb2.GenerateInput(model=model, prompt=PROMPT, params=params)
     return jobs_pb2.Job(pipeline="generate", input=pipelines_pb2.JobInput(generate=generate))
@@ -123,7 +123,7 @@ async def measure_jobs(figures: Figures, planner: Planner, concurrency: int, tot
 async def job_first_token(planner: Planner, creates: list[float] | None = None) -> float:
     """ms from CreateJob to the first token event; the create call's own ms go to `creates`."""
     start = time.perf_counter()
-    job = await planner.create(_generate_job(STREAM_MODEL))
+    job = await planner.create(generate_job(STREAM_MODEL))
     if creates is not None:
         creates.append((time.perf_counter() - start) * 1000)
     first = 0.0
@@ -223,7 +223,7 @@ async def measure_events(
     seconds: float,
 ) -> None:
     # A job that stays RUNNING (its model never answers) keeps WatchJob open meanwhile.
-    job = await planner.create(_generate_job("test-hang"))
+    job = await planner.create(generate_job("test-hang"))
     delays: list[list[float]] = [[] for _ in range(watchers)]
     arrivals: list[float] = []
     gaps = 0
