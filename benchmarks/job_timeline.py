@@ -105,7 +105,8 @@ def summary(runs: Sequence[Marks], starts: Sequence[float]) -> list[dict[str, ob
     for marks, start in zip(runs, starts, strict=True):
         for step, at in marks.items():
             since.setdefault(step, []).append((at - start) * 1000)
-    rows: list[dict[str, object]] = [
+    ordered = sorted(since.items(), key=lambda item: pct(item[1], 50))
+    return [
         {
             "bench": "timeline",
             "step": step,
@@ -114,9 +115,8 @@ def summary(runs: Sequence[Marks], starts: Sequence[float]) -> list[dict[str, ob
             "max_ms": round(max(values), 1),
             "runs": len(values),
         }
-        for step, values in since.items()
+        for step, values in ordered
     ]
-    return sorted(rows, key=lambda row: float(str(row["p50_ms"])))
 
 
 async def one_job(planner: Planner, temporal: Client, logs: Path) -> tuple[Marks, float]:
