@@ -119,8 +119,9 @@ def summary(runs: Sequence[Marks], starts: Sequence[float]) -> list[dict[str, ob
     ]
 
 
-async def one_job(planner: Planner, temporal: Client, logs: Path) -> tuple[Marks, float]:
-    """One generate job's marks, and the time its CreateJob was called."""
+async def one_job(planner: Planner, temporal: Client) -> tuple[Marks, float, str]:
+    """One generate job's marks but its log lines', the time its CreateJob was called, and
+    its id (for `log_marks`, read once after the runs)."""
     start = time.time()
     job = await planner.create(generate_job(STREAM_MODEL))
     marks: Marks = {"client: CreateJob returned": time.time()}
@@ -136,10 +137,19 @@ async def one_job(planner: Planner, temporal: Client, logs: Path) -> tuple[Marks
     ref = JobRef.from_name(CLIENT, job.name)
     history = await temporal.get_workflow_handle(ref.workflow_id).fetch_history()
     marks |= history_marks(history.events[:HISTORY_EVENTS])
-    for service in LOGGED:
-        with (logs / f"{service}.log").open() as lines:
-            marks |= log_marks(service, lines, ref.id)
-    return marks, start
+    return marks, start, ref.id
+
+
+def with_logged(measured: Sequence[tuple[Marks, float, str]], logs: Path) -> list[Marks]:
+    """Each job's marks with its services' log lines', each log read once."""
+    lines = {service: (logs / f"{service}.log").read_text().splitlines() for service in LOGGED}
+    jobs: list[Marks] = []
+    for marks, _, job_id in measured:
+        logged = dict(marks)
+        for service in LOGGED:
+            logged |= log_marks(service, lines[service], job_id)
+        jobs.append(logged)
+    return jobs
 
 
 async def run(runs: int) -> str:
@@ -160,15 +170,15 @@ async def run(runs: int) -> str:
             direct = [await direct_first_token(inference, n) for n in range(runs)]
             meter = cpu.Meter(up.state_dir)
             before = meter.snapshot()
-            logs = up.state_dir / "logs"
-            measured = [await one_job(planner, temporal, logs) for _ in range(runs)]
+            measured = [await one_job(planner, temporal) for _ in range(runs)]
             cost = cpu.per_call(before, meter.snapshot(), runs)
+            marks = with_logged(measured, up.state_dir / "logs")
         finally:
             with contextlib.suppress(Exception):
                 await planner.close()
                 await channel.close(None)
             up.stop()
-    rows = summary([marks for marks, _ in measured], [start for _, start in measured])
+    rows = summary(marks, [start for _, start, _ in measured])
     stolen = cpu.stolen_share(ticks_before, cpu.host_ticks())
     processes = ", ".join(f"{name} {ms:g}" for name, ms in cost.items())
     return "\n\n".join(
