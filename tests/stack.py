@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.launcher import background, stack
-from switchboard.launcher.ports import Ports
+from switchboard.launcher.ports import Ports, port_free
 from switchboard.launcher.replicas import Replicas
 
 
@@ -26,6 +27,27 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+# Ports of servers a test kills and starts again on the same port. Below the kernel's
+# ephemeral range (32768 and up here), where an outgoing connection can take a port as its
+# source while its server is down, and below the launcher's blocks (`free_block`, from 20000)
+# and `make up`'s default (18000), which take whatever looks free when they start.
+RESTART_PORTS = range(10000, 18000)
+
+
+def restart_ports(count: int) -> list[int]:
+    """`count` distinct free ports in RESTART_PORTS, from a random place in it (so that
+    tests running at once seldom look at the same ports)."""
+    offset = secrets.randbelow(len(RESTART_PORTS))
+    found: list[int] = []
+    for i in range(len(RESTART_PORTS)):
+        port = RESTART_PORTS[(offset + i) % len(RESTART_PORTS)]
+        if port_free(port):
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise OSError(f"fewer than {count} free ports in {RESTART_PORTS}")
 
 
 def start_stack(

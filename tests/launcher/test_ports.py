@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from switchboard.launcher.ports import BLOCK, OFFSETS, REPLICA_OFFSETS, Ports, free_block
+from tests.stack import RESTART_PORTS, restart_ports
 
 
 def test_every_port_of_a_block_is_distinct_and_inside_it() -> None:
@@ -67,3 +69,16 @@ def test_free_block_also_skips_a_block_whose_spare_offsets_are_taken() -> None:
         listener.listen()
         chosen = free_block(start=first.base)
     assert chosen.base != first.base
+
+
+def test_restart_ports_are_free_distinct_and_outside_the_ephemeral_range() -> None:
+    """A server a test kills and starts again must find its port free: none of these is in
+    the range the kernel gives outgoing connections, nor in the launcher's blocks."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = restart_ports(4)
+    assert len(set(ports)) == 4
+    assert all(p in RESTART_PORTS and p < low and p < 18000 for p in ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Valkey and Temporal do
+            s.bind(("127.0.0.1", port))

